@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One manifest, one toolchain. The C libraries are Debian's -dev packages,
+// found through pkg-config; each is imported by exactly one Swift module.
+let package = Package(
+    name: "weightcache",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "weightcache", targets: ["weightcache"]),
+        .library(name: "ObjectStore", targets: ["ObjectStore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries (system-library targets: module maps + pkg-config).
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(
+            name: "CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(
+            name: "CXXHash", pkgConfig: "libxxhash",
+            providers: [.apt(["libxxhash-dev"])]),
+
+        // Configuration: config.json, environment and flags, validated.
+        .target(name: "Config"),
+        // Integrity: xxh3-64 / xxh3-128 digests (libxxhash).
+        .target(name: "Integrity", dependencies: ["CXXHash"]),
+        // Object stores: the protocol, S3 over libcurl, file://, parallel transfers.
+        .target(
+            name: "ObjectStore",
+            dependencies: [
+                "CCurl",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The one executable.
+        .executableTarget(
+            name: "weightcache",
+            dependencies: [
+                "Config", "Integrity", "ObjectStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        .testTarget(name: "ConfigTests", dependencies: ["Config"]),
+        .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
+        // Against a real SeaweedFS S3 server (scripts/s3-server.sh) and the real binary.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["ObjectStore", "Integrity", "Config"]),
+    ]
+)

@@ -1,0 +1,99 @@
+// Config: what the daemon and the CLI are told, from where, and checked.
+//
+// Sources, later ones winning: built-in defaults, the config file (found at
+// --config, else $WEIGHTCACHE_CONFIG, else ./config.json, else
+// /etc/weightcache/config.json), environment variables (the AWS_* family
+// first, then WEIGHTCACHE_*), then command-line flags. Every key is declared
+// once in `Setting.all` with its parser, its environment variable and its
+// documentation, so a file value, a variable and a flag are parsed alike and a
+// bad one is reported the same way: by key, bad value and where it came from.
+
+/// The whole configuration, validated. Plain values; no behaviour.
+public struct Configuration: Sendable, Equatable {
+    public struct Socket: Sendable, Equatable {
+        /// Path of the daemon's Unix socket.
+        public var path = "/run/weightcache/weightcache.sock"
+        /// Permission bits of the socket file.
+        public var mode: UInt32 = 0o660
+        /// Group that owns the socket; nil keeps the daemon's.
+        public var group: String? = nil
+    }
+
+    public struct Staging: Sendable, Equatable {
+        /// NVMe directory for blobs, snapshots and partial downloads.
+        public var directory = "/var/lib/weightcache/staging"
+        public var budgetBytes: UInt64 = 200 << 30
+        /// Free space always left on the staging filesystem.
+        public var minFreeBytes: UInt64 = 10 << 30
+    }
+
+    public struct RAMCache: Sendable, Equatable {
+        public var budgetBytes: UInt64 = 8 << 30
+        public var blockSize: UInt64 = 4 << 20
+    }
+
+    public enum Addressing: String, Sendable, Equatable, CaseIterable {
+        case path
+        case virtualHost = "virtual-host"
+    }
+
+    public struct S3: Sendable, Equatable {
+        /// nil means AWS itself (https://s3.REGION.amazonaws.com).
+        public var endpoint: String? = nil
+        public var region = "us-east-1"
+        public var addressing = Addressing.path
+        public var accessKeyID: String? = nil
+        public var secretAccessKey: String? = nil
+        public var sessionToken: String? = nil
+        /// Profile of ~/.aws/credentials used when no key is configured.
+        public var profile = "default"
+        public var caBundle: String? = nil
+    }
+
+    public struct Transfer: Sendable, Equatable {
+        public var partSize: UInt64 = 8 << 20
+        public var concurrency = 8
+        public var retries = 5
+        public var retryBaseDelayMilliseconds = 200
+        public var retryMaxDelayMilliseconds = 10_000
+        public var connectTimeoutMilliseconds = 10_000
+        public var lowSpeedTimeoutSeconds = 30
+    }
+
+    public var socket = Socket()
+    public var staging = Staging()
+    public var ramCache = RAMCache()
+    public var s3 = S3()
+    public var transfer = Transfer()
+
+    /// The built-in defaults.
+    public init() {}
+}
+
+/// Why a configuration was refused. Names the key, the bad value (secrets
+/// masked) and its source: a file path, an environment variable or a flag.
+public enum ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalidValue(key: String, value: String, source: String, reason: String)
+    case unknownKey(key: String, source: String)
+    case unreadableFile(path: String, reason: String)
+    case malformedFile(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .invalidValue(let key, let value, let source, let reason):
+            "\(source): \(key) = \(value): \(reason)"
+        case .unknownKey(let key, let source):
+            "\(source): unknown key \(key) (see docs/configuration.md)"
+        case .unreadableFile(let path, let reason): "cannot read config file \(path): \(reason)"
+        case .malformedFile(let path, let reason): "config file \(path) is not valid JSON: \(reason)"
+        }
+    }
+
+    /// The key at fault, when there is one.
+    public var key: String? {
+        switch self {
+        case .invalidValue(let key, _, _, _), .unknownKey(let key, _): key
+        default: nil
+        }
+    }
+}

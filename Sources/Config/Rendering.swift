@@ -1,0 +1,51 @@
+import Foundation
+
+extension Configuration {
+    /// The configuration as config.json would hold it, secrets masked: what
+    /// `weightcache config` prints, safe to paste into an issue.
+    public func renderedJSON() -> String {
+        func quote(_ s: String?) -> String {
+            guard let s else { return "null" }
+            let data = try! JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])
+            return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
+        }
+        func secret(_ s: String?) -> String { s == nil ? "null" : "\"<redacted>\"" }
+        return """
+            {
+              "socket": {
+                "path": \(quote(socket.path)),
+                "mode": "0\(String(socket.mode, radix: 8))",
+                "group": \(quote(socket.group))
+              },
+              "staging": {
+                "directory": \(quote(staging.directory)),
+                "budgetBytes": "\(ByteSize.format(staging.budgetBytes))",
+                "minFreeBytes": "\(ByteSize.format(staging.minFreeBytes))"
+              },
+              "ramCache": {
+                "budgetBytes": "\(ByteSize.format(ramCache.budgetBytes))",
+                "blockSize": "\(ByteSize.format(ramCache.blockSize))"
+              },
+              "s3": {
+                "endpoint": \(quote(s3.endpoint)),
+                "region": \(quote(s3.region)),
+                "addressing": "\(s3.addressing.rawValue)",
+                "accessKeyId": \(quote(s3.accessKeyID)),
+                "secretAccessKey": \(secret(s3.secretAccessKey)),
+                "sessionToken": \(secret(s3.sessionToken)),
+                "profile": \(quote(s3.profile)),
+                "caBundle": \(quote(s3.caBundle))
+              },
+              "transfer": {
+                "partSize": "\(ByteSize.format(transfer.partSize))",
+                "concurrency": \(transfer.concurrency),
+                "retries": \(transfer.retries),
+                "retryBaseDelayMilliseconds": \(transfer.retryBaseDelayMilliseconds),
+                "retryMaxDelayMilliseconds": \(transfer.retryMaxDelayMilliseconds),
+                "connectTimeoutMilliseconds": \(transfer.connectTimeoutMilliseconds),
+                "lowSpeedTimeoutSeconds": \(transfer.lowSpeedTimeoutSeconds)
+              }
+            }
+            """
+    }
+}

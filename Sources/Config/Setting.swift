@@ -1,0 +1,156 @@
+import Foundation
+
+/// One configuration key: its name, environment variable, documentation and
+/// parser. Values arrive as JSON values (from the file) or as text (from the
+/// environment and flags); each parser accepts both.
+struct Setting {
+    let key: String
+    /// `WEIGHTCACHE_` + the key in upper snake case: `transfer.partSize` -> `WEIGHTCACHE_TRANSFER_PART_SIZE`.
+    var environment: String { "WEIGHTCACHE_" + Setting.snake(key) }
+    /// Standard variables that set this key too (weaker than `environment`).
+    let awsEnvironment: [String]
+    let secret: Bool
+    let apply: (inout Configuration, Any) throws(Setting.Failure) -> Void
+
+    /// A parser's complaint, before the key and the source are known.
+    struct Failure: Error { let reason: String }
+
+    static func snake(_ key: String) -> String {
+        var out = ""
+        for ch in key {
+            if ch == "." { out.append("_") } else if ch.isUppercase { out += "_" + String(ch) } else { out += ch.uppercased() }
+        }
+        return out
+    }
+}
+
+extension Setting {
+    static func text(_ value: Any) throws(Failure) -> String {
+        if let s = value as? String { return s }
+        if let n = value as? NSNumber, !(value is Bool) { return n.stringValue }
+        throw Failure(reason: "expected a string")
+    }
+
+    static func bytes(
+        _ key: String, _ path: WritableKeyPath<Configuration, UInt64>, min: UInt64 = 0, max: UInt64 = .max
+    ) -> Setting {
+        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+            let parsed: UInt64
+            if let n = value as? NSNumber, !(value is Bool) {
+                guard n.doubleValue >= 0, n.doubleValue == n.doubleValue.rounded() else {
+                    throw Failure(reason: "not a whole number of bytes")
+                }
+                parsed = n.uint64Value
+            } else if let s = value as? String {
+                guard let b = ByteSize.parse(s) else {
+                    throw Failure(reason: "not a byte size (an integer, or a number with B, KB, KiB, MB, MiB, GB, GiB, TB or TiB)")
+                }
+                parsed = b
+            } else {
+                throw Failure(reason: "expected a byte size such as 8MiB or 8388608")
+            }
+            guard parsed >= min && parsed <= max else {
+                throw Failure(reason: "must be between \(ByteSize.format(min)) and \(ByteSize.format(max))")
+            }
+            config[keyPath: path] = parsed
+        }
+    }
+
+    static func integer(_ key: String, _ path: WritableKeyPath<Configuration, Int>, _ range: ClosedRange<Int>) -> Setting {
+        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+            let parsed: Int?
+            if let n = value as? NSNumber, !(value is Bool) {
+                parsed = n.doubleValue == n.doubleValue.rounded() ? n.intValue : nil
+            } else if let s = value as? String {
+                parsed = Int(s.trimmingCharacters(in: .whitespaces))
+            } else {
+                parsed = nil
+            }
+            guard let parsed else { throw Failure(reason: "expected an integer") }
+            guard range.contains(parsed) else {
+                throw Failure(reason: "must be between \(range.lowerBound) and \(range.upperBound)")
+            }
+            config[keyPath: path] = parsed
+        }
+    }
+
+    static func string(
+        _ key: String, _ path: WritableKeyPath<Configuration, String>, aws: [String] = [],
+        check: @escaping (String) -> String? = { $0.isEmpty ? "must not be empty" : nil }
+    ) -> Setting {
+        Setting(key: key, awsEnvironment: aws, secret: false) { (config, value) throws(Failure) in
+            let s = try text(value)
+            if let problem = check(s) { throw Failure(reason: problem) }
+            config[keyPath: path] = s
+        }
+    }
+
+    /// A string that may be null (or "" from the environment) to unset it.
+    static func optional(
+        _ key: String, _ path: WritableKeyPath<Configuration, String?>, aws: [String] = [], secret: Bool = false,
+        check: @escaping (String) -> String? = { _ in nil }
+    ) -> Setting {
+        Setting(key: key, awsEnvironment: aws, secret: secret) { (config, value) throws(Failure) in
+            if value is NSNull { config[keyPath: path] = nil; return }
+            let s = try text(value)
+            if s.isEmpty { config[keyPath: path] = nil; return }
+            if let problem = check(s) { throw Failure(reason: problem) }
+            config[keyPath: path] = s
+        }
+    }
+
+    static func fileMode(_ key: String, _ path: WritableKeyPath<Configuration, UInt32>) -> Setting {
+        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+            let s = try text(value)
+            guard let mode = UInt32(s, radix: 8), mode <= 0o777 else {
+                throw Failure(reason: "expected octal permission bits such as \"0660\"")
+            }
+            config[keyPath: path] = mode
+        }
+    }
+
+    static func addressing(_ key: String) -> Setting {
+        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+            guard let style = Configuration.Addressing(rawValue: try text(value)) else {
+                throw Failure(reason: "expected one of: " + Configuration.Addressing.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            config.s3.addressing = style
+        }
+    }
+
+    static func endpointProblem(_ s: String) -> String? {
+        guard let url = URLComponents(string: s), let scheme = url.scheme?.lowercased(),
+            scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty
+        else { return "expected an http:// or https:// URL" }
+        guard url.user == nil, url.password == nil else { return "credentials do not belong in the URL" }
+        guard url.path.isEmpty || url.path == "/", url.query == nil else { return "expected no path or query" }
+        return nil
+    }
+
+    /// Every key there is. docs/configuration.md documents each (a test checks).
+    static var all: [Setting] { [
+        .string("socket.path", \.socket.path),
+        .fileMode("socket.mode", \.socket.mode),
+        .optional("socket.group", \.socket.group),
+        .string("staging.directory", \.staging.directory),
+        .bytes("staging.budgetBytes", \.staging.budgetBytes, min: 1 << 20),
+        .bytes("staging.minFreeBytes", \.staging.minFreeBytes),
+        .bytes("ramCache.budgetBytes", \.ramCache.budgetBytes, min: 1 << 20),
+        .bytes("ramCache.blockSize", \.ramCache.blockSize, min: 64 << 10, max: 64 << 20),
+        .optional("s3.endpoint", \.s3.endpoint, aws: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"], check: endpointProblem),
+        .string("s3.region", \.s3.region, aws: ["AWS_DEFAULT_REGION", "AWS_REGION"]),
+        .addressing("s3.addressing"),
+        .optional("s3.accessKeyId", \.s3.accessKeyID, aws: ["AWS_ACCESS_KEY_ID"]),
+        .optional("s3.secretAccessKey", \.s3.secretAccessKey, aws: ["AWS_SECRET_ACCESS_KEY"], secret: true),
+        .optional("s3.sessionToken", \.s3.sessionToken, aws: ["AWS_SESSION_TOKEN"], secret: true),
+        .string("s3.profile", \.s3.profile, aws: ["AWS_PROFILE"]),
+        .optional("s3.caBundle", \.s3.caBundle, aws: ["AWS_CA_BUNDLE"]),
+        .bytes("transfer.partSize", \.transfer.partSize, min: 1 << 20, max: 5 << 30),
+        .integer("transfer.concurrency", \.transfer.concurrency, 1...256),
+        .integer("transfer.retries", \.transfer.retries, 0...50),
+        .integer("transfer.retryBaseDelayMilliseconds", \.transfer.retryBaseDelayMilliseconds, 0...60_000),
+        .integer("transfer.retryMaxDelayMilliseconds", \.transfer.retryMaxDelayMilliseconds, 0...600_000),
+        .integer("transfer.connectTimeoutMilliseconds", \.transfer.connectTimeoutMilliseconds, 100...600_000),
+        .integer("transfer.lowSpeedTimeoutSeconds", \.transfer.lowSpeedTimeoutSeconds, 1...3600),
+    ] }
+}

@@ -1,0 +1,204 @@
+import CCurl
+import Foundation
+import Synchronization
+
+/// The state of one request while curl runs it. Created by the caller, then
+/// owned by the engine thread (whose callbacks alone touch it) until
+/// `complete` hands the outcome back through the continuation.
+final class Transfer: @unchecked Sendable {
+    let request: HTTPRequest
+    var continuation: CheckedContinuation<HTTPOutcome, Never>?
+    let cancelled = Atomic<Bool>(false)
+
+    private var easy: UnsafeMutableRawPointer?
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    // curl keeps this pointer for the whole transfer: it must not move.
+    private let errorBuffer: UnsafeMutablePointer<CChar> = {
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        return buffer
+    }()
+    private var uploadOffset = 0
+    private var status = 0
+    private var headers: [String: String] = [:]
+    private var body: [UInt8] = []
+    private var written: UInt64 = 0
+    private var sinkFailure: (syscall: String, errno: Int32)?
+
+    init(_ request: HTTPRequest) {
+        self.request = request
+    }
+
+    deinit {
+        if let headerList { curl_slist_free_all(headerList) }
+        errorBuffer.deallocate()
+    }
+
+    /// Sets every option on `easy`; returns the first failing code, if any.
+    func configure(_ easy: UnsafeMutableRawPointer) -> CURLcode? {
+        self.easy = easy
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        var codes: [CURLcode] = []
+        func set(_ option: CURLoption, _ value: Int) { codes.append(wc_easy_setopt_long(easy, option, value)) }
+        func set(_ option: CURLoption, _ value: String) { codes.append(wc_easy_setopt_string(easy, option, value)) }
+
+        set(CURLOPT_URL, request.url)
+        set(CURLOPT_NOSIGNAL, 1)
+        set(CURLOPT_PATH_AS_IS, 1)  // keys may contain "..", "//": send them as they are
+        set(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1))  // parallel parts want parallel connections
+        set(CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeoutMilliseconds)
+        set(CURLOPT_LOW_SPEED_LIMIT, 1024)
+        set(CURLOPT_LOW_SPEED_TIME, request.lowSpeedSeconds)
+        set(CURLOPT_BUFFERSIZE, 512 << 10)
+        set(CURLOPT_TCP_KEEPALIVE, 1)
+        codes.append(wc_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer))
+        if let caBundle = request.caBundle { set(CURLOPT_CAINFO, caBundle) }
+        if let signing = request.signing {
+            set(CURLOPT_AWS_SIGV4, signing.provider)
+            set(CURLOPT_USERPWD, signing.userAndSecret)
+        }
+
+        switch request.method {
+        case .get: break
+        case .head: set(CURLOPT_NOBODY, 1)
+        case .delete: set(CURLOPT_CUSTOMREQUEST, "DELETE")
+        case .put:
+            set(CURLOPT_UPLOAD, 1)
+            codes.append(wc_easy_setopt_off(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(request.body?.count ?? 0)))
+        case .post:
+            set(CURLOPT_POST, 1)
+            codes.append(wc_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body?.count ?? 0)))
+        }
+        if request.method == .put || request.method == .post {
+            codes.append(wc_easy_setopt_data_callback(easy, CURLOPT_READFUNCTION, readCallback))
+            codes.append(wc_easy_setopt_pointer(easy, CURLOPT_READDATA, me))
+        }
+
+        for line in request.headers { headerList = curl_slist_append(headerList, line) }
+        if let headerList { codes.append(wc_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList)) }
+
+        codes.append(wc_easy_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, writeCallback))
+        codes.append(wc_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, me))
+        codes.append(wc_easy_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, headerCallback))
+        codes.append(wc_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, me))
+        set(CURLOPT_NOPROGRESS, 0)
+        codes.append(wc_easy_setopt_xferinfo_callback(easy, progressCallback))
+        codes.append(wc_easy_setopt_pointer(easy, CURLOPT_XFERINFODATA, me))
+        return codes.first { $0 != CURLE_OK }
+    }
+
+    /// Ends the transfer before curl ran it.
+    func fail(code: UInt32, message: String) {
+        resume(HTTPOutcome(
+            curlCode: Int32(code), curlMessage: message, status: 0, headers: [:], body: [],
+            written: 0, sinkFailure: nil, cancelled: cancelled.load(ordering: .relaxed)))
+    }
+
+    func complete(_ easy: UnsafeMutableRawPointer, code: CURLcode) {
+        var response = 0
+        _ = wc_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &response)
+        let message = String(cString: errorBuffer)
+        resume(HTTPOutcome(
+            curlCode: Int32(code.rawValue),
+            curlMessage: message.isEmpty ? String(cString: curl_easy_strerror(code)) : message,
+            status: response, headers: headers, body: body, written: written,
+            sinkFailure: sinkFailure, cancelled: cancelled.load(ordering: .relaxed)))
+    }
+
+    private func resume(_ outcome: HTTPOutcome) {
+        let continuation = self.continuation
+        self.continuation = nil
+        self.easy = nil
+        continuation?.resume(returning: outcome)
+    }
+
+    // MARK: callbacks (engine thread)
+
+    fileprivate func receive(_ chunk: UnsafeRawBufferPointer) -> Int {
+        if status == 0, let easy {
+            var code = 0
+            _ = wc_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &code)
+            status = code
+        }
+        switch request.sink {
+        case .file(let file, let offset, let length, let progress) where (200..<300).contains(status):
+            guard written + UInt64(chunk.count) <= length else {
+                sinkFailure = ("overflow", 0)
+                return 0
+            }
+            var done = 0
+            while done < chunk.count {
+                let n = pwrite(
+                    file.descriptor, chunk.baseAddress! + done, chunk.count - done,
+                    off_t(offset + written + UInt64(done)))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    sinkFailure = ("pwrite", errno)
+                    return 0
+                }
+                done += n
+            }
+            written += UInt64(done)
+            progress?(Int64(done))
+            return chunk.count
+        case .file:
+            // An error body: keep a bounded amount for its XML.
+            if body.count < 256 << 10 { body.append(contentsOf: chunk) }
+            return chunk.count
+        case .memory(let limit):
+            guard body.count + chunk.count <= limit else {
+                sinkFailure = ("overflow", 0)
+                return 0
+            }
+            body.append(contentsOf: chunk)
+            return chunk.count
+        }
+    }
+
+    fileprivate func receiveHeader(_ line: UnsafeRawBufferPointer) {
+        let text = String(decoding: line, as: UTF8.self)
+        if text.hasPrefix("HTTP/") {
+            // A new response (after 100 Continue or a redirect): start over.
+            headers = [:]
+            status = 0
+            return
+        }
+        guard let colon = text.firstIndex(of: ":") else { return }
+        let name = text[..<colon].lowercased()
+        let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        headers[name] = value
+    }
+
+    fileprivate func send(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let payload = request.body else { return 0 }
+        let n = min(buffer.count, payload.count - uploadOffset)
+        payload.withUnsafeBytes { source in
+            buffer.baseAddress!.copyMemory(from: source.baseAddress! + uploadOffset, byteCount: n)
+        }
+        uploadOffset += n
+        return n
+    }
+}
+
+// C callbacks: no captures; the Transfer comes back through the user pointer.
+
+private let writeCallback: wc_curl_data_callback = { data, size, count, user in
+    let transfer = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+    return transfer.receive(UnsafeRawBufferPointer(start: data, count: size * count))
+}
+
+private let headerCallback: wc_curl_data_callback = { data, size, count, user in
+    let transfer = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+    transfer.receiveHeader(UnsafeRawBufferPointer(start: data, count: size * count))
+    return size * count
+}
+
+private let readCallback: wc_curl_data_callback = { data, size, count, user in
+    let transfer = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+    return transfer.send(into: UnsafeMutableRawBufferPointer(start: data, count: size * count))
+}
+
+private let progressCallback: wc_curl_xferinfo_callback = { user, _, _, _, _ in
+    let transfer = Unmanaged<Transfer>.fromOpaque(user!).takeUnretainedValue()
+    return transfer.cancelled.load(ordering: .relaxed) ? 1 : 0
+}

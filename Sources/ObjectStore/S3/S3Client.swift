@@ -1,0 +1,145 @@
+// S3Client: S3's REST API over libcurl, signed with SigV4.
+//
+// libcurl signs (CURLOPT_AWS_SIGV4); we add what curl 7.88 leaves out:
+// `x-amz-content-sha256: UNSIGNED-PAYLOAD` (servers reject a signature
+// without it), the session token header, and canonical URLs (S3URLBuilder).
+// Every request goes through `send`, which applies the retry policy and turns
+// curl codes, HTTP statuses and S3 error documents into `ObjectStoreError`.
+import Foundation
+import Logging
+
+/// A connection to one S3-compatible endpoint. Thread-safe; share one per
+/// process so that all transfers share one connection pool and one thread.
+public final class S3Client: Sendable {
+    public let settings: S3Settings
+    let urls: S3URLBuilder
+    private let engine: CurlEngine
+    private let logger: Logger
+
+    public init(settings: S3Settings, logger: Logger) throws(ObjectStoreError) {
+        self.settings = settings
+        self.urls = try S3URLBuilder(settings: settings)
+        self.engine = CurlEngine(maxConnections: max(4, settings.concurrency * 2))
+        self.logger = logger
+    }
+
+    /// The store for one bucket.
+    public func bucket(_ name: String) -> S3Store {
+        S3Store(client: self, bucket: name)
+    }
+
+    /// Creates `name`; a bucket we already own is not an error.
+    public func createBucket(_ name: String) async throws(ObjectStoreError) {
+        var body: [UInt8]? = nil
+        if settings.endpoint == nil && settings.region != "us-east-1" {
+            body = Array(("<CreateBucketConfiguration><LocationConstraint>\(settings.region)"
+                + "</LocationConstraint></CreateBucketConfiguration>").utf8)
+        }
+        let context = ErrorContext(operation: "CreateBucket", store: "s3://\(name)")
+        do {
+            _ = try await send(request(.put, bucket: name, body: body), context)
+        } catch .server(let c) where c.code == "BucketAlreadyOwnedByYou" {
+            return
+        }
+    }
+
+    /// Deletes an empty bucket.
+    public func deleteBucket(_ name: String) async throws(ObjectStoreError) {
+        _ = try await send(
+            request(.delete, bucket: name), ErrorContext(operation: "DeleteBucket", store: "s3://\(name)"))
+    }
+
+    // MARK: requests
+
+    func request(
+        _ method: HTTPRequest.Method, bucket: String?, key: String? = nil, query: [(String, String)] = [],
+        headers: [String] = [], body: [UInt8]? = nil
+    ) -> HTTPRequest {
+        var request = HTTPRequest(method: method, url: urls.url(bucket: bucket, key: key, query: query))
+        request.headers = headers + ["x-amz-content-sha256: UNSIGNED-PAYLOAD"]
+        request.body = body
+        request.connectTimeoutMilliseconds = settings.connectTimeoutMilliseconds
+        request.lowSpeedSeconds = settings.lowSpeedTimeoutSeconds
+        request.caBundle = settings.caBundle
+        if let credentials = settings.credentials {
+            request.signing = HTTPRequest.Signing(
+                provider: "aws:amz:\(settings.region):s3",
+                userAndSecret: "\(credentials.accessKeyID):\(credentials.secretAccessKey)")
+            if let token = credentials.sessionToken {
+                request.headers.append("x-amz-security-token: \(token)")
+            }
+        }
+        return request
+    }
+
+    /// Runs `request` under the retry policy; returns a 2xx outcome.
+    func send(
+        _ request: HTTPRequest, _ context: ErrorContext, progress: ProgressHandler? = nil
+    ) async throws(ObjectStoreError) -> HTTPOutcome {
+        try await settings.retry.run { () async throws(ObjectStoreError) -> HTTPOutcome in
+            let outcome = await engine.perform(request)
+            if let error = Self.error(in: outcome, of: request, context) {
+                if case .file = request.sink, outcome.written > 0 { progress?(-Int64(outcome.written)) }
+                throw error
+            }
+            return outcome
+        } onRetry: { error, retry, pause in
+            logger.notice(
+                "retrying \(retry)/\(settings.retry.maxRetries) in \(pause): \(error)")
+        }
+    }
+
+    /// The error an outcome stands for, or nil for a good response.
+    static func error(in outcome: HTTPOutcome, of request: HTTPRequest, _ base: ErrorContext) -> ObjectStoreError? {
+        var context = base
+        if outcome.cancelled { return .cancelled }
+        if let failure = outcome.sinkFailure {
+            if failure.syscall == "overflow" {
+                context.status = outcome.status
+                return .invalidResponse(context, reason: "more bytes than requested")
+            }
+            if case .file(let file, _, _, _) = request.sink {
+                return .localIO(syscall: failure.syscall, path: file.path, errno: failure.errno)
+            }
+        }
+        guard outcome.curlCode == 0 else {
+            context.message = outcome.curlMessage
+            return .transport(context, curlCode: outcome.curlCode)
+        }
+        context.status = outcome.status
+        context.requestID = outcome.headers["x-amz-request-id"]
+        if (200..<300).contains(outcome.status) {
+            if case .file(_, _, let length, _) = request.sink, outcome.written != length {
+                return .invalidResponse(context, reason: "short body: \(outcome.written) of \(length) bytes")
+            }
+            return nil
+        }
+        let body = S3XML.error(outcome.body)
+        context.code = body?.code
+        context.message = body?.message
+        if let id = body?.requestID { context.requestID = id }
+        return classify(status: outcome.status, code: body?.code, context)
+    }
+
+    static func classify(status: Int, code: String?, _ context: ErrorContext) -> ObjectStoreError {
+        switch code {
+        case "NoSuchKey": return .notFound(context)
+        case "NoSuchBucket": return .bucketNotFound(context)
+        case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+            "InvalidToken", "AllAccessDisabled", "AccountProblem":
+            return .accessDenied(context)
+        case "SlowDown", "ServiceUnavailable", "Throttling", "TooManyRequests": return .slowDown(context)
+        case "InvalidRange": return .invalidRange(context)
+        case "PreconditionFailed": return .preconditionFailed(context)
+        default: break
+        }
+        switch status {
+        case 404: return .notFound(context)
+        case 401, 403: return .accessDenied(context)
+        case 412: return .preconditionFailed(context)
+        case 416: return .invalidRange(context)
+        case 429, 503: return .slowDown(context)
+        default: return .server(context)
+        }
+    }
+}

