@@ -47,7 +47,6 @@ start() {
   if [ ! -f "$envfile" ]; then
     read -r master volume filer s3 mgrpc vgrpc fgrpc <<<"$(free_ports)"
     secret=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
-    s3grpc=$((mgrpc + 1))  # checked free below by weed itself failing loudly
     cat >"$envfile" <<ENV
 export WEIGHTCACHE_TEST_S3_ENDPOINT=http://127.0.0.1:$s3
 export WEIGHTCACHE_TEST_S3_ACCESS_KEY=weightcache-test
@@ -65,13 +64,17 @@ ENV
 JSON
   # setsid: the server must not die with the shell that started it, and a
   # Ctrl-C in a terminal must not reach it; stop kills it by PID.
+  # Every bucket is a SeaweedFS collection, which by default grows 7 volumes
+  # at once and runs out of volume slots after a dozen buckets: tests make a
+  # bucket each, so grow one volume at a time and allow plenty of them.
+  WEED_MASTER_VOLUME_GROWTH_COPY_1=1 \
   setsid weed server -dir="$state/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$master" -master.port.grpc="$mgrpc" \
     -volume.port="$volume" -volume.port.grpc="$vgrpc" \
     -filer.port="$filer" -filer.port.grpc="$fgrpc" \
     -s3 -s3.port="$s3" -s3.config="$state/s3.json" \
-    -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=0 \
-    -master.volumeSizeLimitMB=1024 -master.telemetry=false \
+    -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=500 \
+    -master.volumeSizeLimitMB=256 -master.telemetry=false \
     -volume.preStopSeconds=1 -master.electionTimeout=2s \
     >"$state/weed.log" 2>&1 </dev/null &
   echo $! >"$pidfile"

@@ -141,7 +141,7 @@ final class Transfer: @unchecked Sendable {
             written += UInt64(done)
             progress?(Int64(done))
             return chunk.count
-        case .file:
+        case .file, .memory where !(200..<300).contains(status):
             // An error body: keep a bounded amount for its XML.
             if body.count < 256 << 10 { body.append(contentsOf: chunk) }
             return chunk.count
