@@ -38,14 +38,14 @@ public struct ConfigurationLoader: Sendable {
         if let path { try applyFile(path, to: &config) }
         for setting in Setting.all {
             for name in setting.awsEnvironment + [setting.environment] {
-                if let value = environment[name] { try apply(setting, value, source: "environment \(name)", to: &config) }
+                if let value = environment[name] { try apply(setting, .string(value), source: "environment \(name)", to: &config) }
             }
         }
         for flag in flags {
             guard let setting = Setting.all.first(where: { $0.key == flag.key }) else {
                 throw .unknownKey(key: flag.key, source: "flag --set")
             }
-            try apply(setting, flag.value, source: "flag --set \(flag.key)", to: &config)
+            try apply(setting, .string(flag.value), source: "flag --set \(flag.key)", to: &config)
         }
         if config.s3.accessKeyID == nil && config.s3.secretAccessKey == nil {
             try applySharedCredentials(to: &config)
@@ -54,23 +54,13 @@ public struct ConfigurationLoader: Sendable {
         return config
     }
 
-    private func apply(_ setting: Setting, _ value: Any, source: String, to config: inout Configuration) throws(ConfigError) {
+    private func apply(_ setting: Setting, _ value: JSONValue, source: String, to config: inout Configuration) throws(ConfigError) {
         do {
             try setting.apply(&config, value)
         } catch {
             throw .invalidValue(
-                key: setting.key, value: setting.secret ? "<redacted>" : Self.show(value), source: source,
+                key: setting.key, value: setting.secret ? "<redacted>" : value.description, source: source,
                 reason: error.reason)
-        }
-    }
-
-    static func show(_ value: Any) -> String {
-        switch value {
-        case let s as String: String(reflecting: s)
-        case is NSNull: "null"
-        case let b as Bool: String(b)
-        case let n as NSNumber: n.stringValue
-        default: String(describing: value)
         }
     }
 
@@ -79,17 +69,17 @@ public struct ConfigurationLoader: Sendable {
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw .unreadableFile(path: path, reason: (error as NSError).localizedDescription)
         }
-        let root: Any
-        do { root = try JSONSerialization.jsonObject(with: data) } catch {
-            throw .malformedFile(path: path, reason: (error as NSError).localizedDescription)
+        let root: JSONValue
+        do { root = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
+            throw .malformedFile(path: path, reason: String(describing: error))
         }
-        guard let sections = root as? [String: Any] else {
+        guard case .object(let sections) = root else {
             throw .malformedFile(path: path, reason: "the top level must be an object")
         }
         // Walk the document in key order so that the first bad key reported is stable.
         for (section, body) in sections.sorted(by: { $0.key < $1.key }) {
             if section == "$comment" { continue }
-            guard let entries = body as? [String: Any] else {
+            guard case .object(let entries) = body else {
                 throw .unknownKey(key: section, source: path)
             }
             for (name, value) in entries.sorted(by: { $0.key < $1.key }) {
@@ -125,12 +115,6 @@ public struct ConfigurationLoader: Sendable {
             throw .invalidValue(
                 key: "transfer.retryMaxDelayMilliseconds", value: String(config.transfer.retryMaxDelayMilliseconds),
                 source: "configuration", reason: "must not be below transfer.retryBaseDelayMilliseconds")
-        }
-        let block = config.ramCache.blockSize
-        if block & (block - 1) != 0 {
-            throw .invalidValue(
-                key: "ramCache.blockSize", value: ByteSize.format(block), source: "configuration",
-                reason: "must be a power of two")
         }
     }
 }

@@ -10,7 +10,7 @@ struct Setting {
     /// Standard variables that set this key too (weaker than `environment`).
     let awsEnvironment: [String]
     let secret: Bool
-    let apply: (inout Configuration, Any) throws(Setting.Failure) -> Void
+    let apply: (inout Configuration, JSONValue) throws(Setting.Failure) -> Void
 
     /// A parser's complaint, before the key and the source are known.
     struct Failure: Error { let reason: String }
@@ -25,47 +25,42 @@ struct Setting {
 }
 
 extension Setting {
-    static func text(_ value: Any) throws(Failure) -> String {
-        if let s = value as? String { return s }
-        if let n = value as? NSNumber, !(value is Bool) { return n.stringValue }
-        throw Failure(reason: "expected a string")
+    static func text(_ value: JSONValue) throws(Failure) -> String {
+        guard case .string(let s) = value else { throw Failure(reason: "expected a string") }
+        return s
     }
 
     static func bytes(
-        _ key: String, _ path: WritableKeyPath<Configuration, UInt64>, min: UInt64 = 0, max: UInt64 = .max
+        _ key: String, _ path: WritableKeyPath<Configuration, UInt64>, min: UInt64 = 0, max: UInt64 = .max,
+        powerOfTwo: Bool = false
     ) -> Setting {
         Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
             let parsed: UInt64
-            if let n = value as? NSNumber, !(value is Bool) {
-                guard n.doubleValue >= 0, n.doubleValue == n.doubleValue.rounded() else {
-                    throw Failure(reason: "not a whole number of bytes")
-                }
-                parsed = n.uint64Value
-            } else if let s = value as? String {
+            switch value {
+            case .integer(let n) where n >= 0: parsed = UInt64(n)
+            case .string(let s):
                 guard let b = ByteSize.parse(s) else {
                     throw Failure(reason: "not a byte size (an integer, or a number with B, KB, KiB, MB, MiB, GB, GiB, TB or TiB)")
                 }
                 parsed = b
-            } else {
-                throw Failure(reason: "expected a byte size such as 8MiB or 8388608")
+            default: throw Failure(reason: "expected a byte size such as \"8MiB\" or 8388608")
             }
             guard parsed >= min && parsed <= max else {
                 throw Failure(reason: "must be between \(ByteSize.format(min)) and \(ByteSize.format(max))")
             }
+            if powerOfTwo && parsed & (parsed - 1) != 0 { throw Failure(reason: "must be a power of two") }
             config[keyPath: path] = parsed
         }
     }
 
     static func integer(_ key: String, _ path: WritableKeyPath<Configuration, Int>, _ range: ClosedRange<Int>) -> Setting {
         Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
-            let parsed: Int?
-            if let n = value as? NSNumber, !(value is Bool) {
-                parsed = n.doubleValue == n.doubleValue.rounded() ? n.intValue : nil
-            } else if let s = value as? String {
-                parsed = Int(s.trimmingCharacters(in: .whitespaces))
-            } else {
-                parsed = nil
-            }
+            let parsed: Int? =
+                switch value {
+                case .integer(let n): Int(exactly: n)
+                case .string(let s): Int(s.trimmingCharacters(in: .whitespaces))
+                default: nil
+                }
             guard let parsed else { throw Failure(reason: "expected an integer") }
             guard range.contains(parsed) else {
                 throw Failure(reason: "must be between \(range.lowerBound) and \(range.upperBound)")
@@ -91,7 +86,7 @@ extension Setting {
         check: @escaping (String) -> String? = { _ in nil }
     ) -> Setting {
         Setting(key: key, awsEnvironment: aws, secret: secret) { (config, value) throws(Failure) in
-            if value is NSNull { config[keyPath: path] = nil; return }
+            if value == .null { config[keyPath: path] = nil; return }
             let s = try text(value)
             if s.isEmpty { config[keyPath: path] = nil; return }
             if let problem = check(s) { throw Failure(reason: problem) }
@@ -136,7 +131,7 @@ extension Setting {
         .bytes("staging.budgetBytes", \.staging.budgetBytes, min: 1 << 20),
         .bytes("staging.minFreeBytes", \.staging.minFreeBytes),
         .bytes("ramCache.budgetBytes", \.ramCache.budgetBytes, min: 1 << 20),
-        .bytes("ramCache.blockSize", \.ramCache.blockSize, min: 64 << 10, max: 64 << 20),
+        .bytes("ramCache.blockSize", \.ramCache.blockSize, min: 64 << 10, max: 64 << 20, powerOfTwo: true),
         .optional("s3.endpoint", \.s3.endpoint, aws: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"], check: endpointProblem),
         .string("s3.region", \.s3.region, aws: ["AWS_DEFAULT_REGION", "AWS_REGION"]),
         .addressing("s3.addressing"),

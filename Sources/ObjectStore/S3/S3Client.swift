@@ -121,7 +121,10 @@ public final class S3Client: Sendable {
         return classify(status: outcome.status, code: body?.code, context)
     }
 
-    static func classify(status: Int, code: String?, _ context: ErrorContext) -> ObjectStoreError {
+    static func classify(status: Int, code: String?, _ base: ErrorContext) -> ObjectStoreError {
+        var context = base
+        context.status = status
+        context.code = code ?? base.code
         switch code {
         case "NoSuchKey": return .notFound(context)
         case "NoSuchBucket": return .bucketNotFound(context)
