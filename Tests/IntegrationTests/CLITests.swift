@@ -1,0 +1,77 @@
+// The real `weightcache` binary against the real S3 server.
+import Foundation
+import Integrity
+import XCTest
+
+final class CLITests: XCTestCase {
+    /// The binary SwiftPM built beside this test bundle.
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("weightcache").path
+
+    var environment: [String: String] {
+        [
+            "AWS_ENDPOINT_URL": sharedServer.endpoint, "AWS_ACCESS_KEY_ID": sharedServer.accessKey,
+            "AWS_SECRET_ACCESS_KEY": sharedServer.secretKey, "AWS_REGION": sharedServer.region,
+        ]
+    }
+
+    func weightcache(_ arguments: [String], environment extra: [String: String] = [:]) -> (status: Int32, output: String) {
+        runProcessStatus(
+            binary, arguments + (arguments.first == "hash" ? [] : ["--config", repositoryRoot + "/config.json"]),
+            environment: environment.merging(extra) { $1 })
+    }
+
+    func testPutThenFetchObjectAndPrefix() throws {
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: binary), "no binary at \(binary)")
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let bucket = uniqueBucketName("cli")
+        let big = try randomFile(size: 20 << 20 + 3, in: directory)
+        let small = directory + "/config.json"
+        try Data("{\"tiny\": true}".utf8).write(to: URL(fileURLWithPath: small))
+
+        var run = weightcache(["put", "--create-bucket", big, "s3://\(bucket)/models/m1/shard-1.bin"])
+        XCTAssertEqual(run.status, 0, run.output)
+        run = weightcache(["put", small, "s3://\(bucket)/models/m1/sub/"])
+        XCTAssertEqual(run.status, 0, run.output)
+
+        // One object, into a named file.
+        run = weightcache(["fetch", "s3://\(bucket)/models/m1/shard-1.bin", directory + "/one.bin", "--part-size", "1MiB"])
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertEqual(try Digest128.ofFile(atPath: directory + "/one.bin"), try Digest128.ofFile(atPath: big))
+
+        // A prefix, into a directory, keeping relative paths.
+        run = weightcache(["fetch", "s3://\(bucket)/models/m1", directory + "/tree"])
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertTrue(run.output.contains("fetched 2 object(s)"), run.output)
+        XCTAssertEqual(try Digest128.ofFile(atPath: directory + "/tree/shard-1.bin"), try Digest128.ofFile(atPath: big))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: directory + "/tree/sub/config.json")), try Data(contentsOf: URL(fileURLWithPath: small)))
+
+        // `hash` prints the digest xxh128sum would.
+        run = weightcache(["hash", big])
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertTrue(run.output.hasPrefix("\(try Digest128.ofFile(atPath: big))  \(big)"), run.output)
+
+        // `ls` lists both.
+        run = weightcache(["ls", "s3://\(bucket)/models/"])
+        XCTAssertTrue(run.output.contains("models/m1/shard-1.bin") && run.output.contains("models/m1/sub/config.json"), run.output)
+    }
+
+    func testFailuresAreClearAndLeaveNothing() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var run = weightcache(["fetch", "s3://\(uniqueBucketName("none"))/k", directory + "/out"])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.output.contains("NoSuchBucket"), run.output)
+
+        run = weightcache(["fetch", "s3://b/k", directory + "/out"], environment: ["WEIGHTCACHE_TRANSFER_PART_SIZE": "huge"])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.output.contains("transfer.partSize") && run.output.contains("WEIGHTCACHE_TRANSFER_PART_SIZE"), run.output)
+
+        run = weightcache(["fetch", "s3://b/k", directory + "/out"], environment: ["AWS_SECRET_ACCESS_KEY": "wrong-secret"])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertFalse(run.output.contains("wrong-secret"), "secret printed: \(run.output)")
+
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory), [], "a failed fetch left files")
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, starts a real SeaweedFS S3
+# server on 127.0.0.1 (SigV4 enforced), runs every test against it, and stops
+# what it started, pass or fail.  Usage: bash scripts/test.sh [swift test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/weightcache-test.XXXXXX")
+cleanup() {
+  bash scripts/s3-server.sh stop "$state/s3" || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+# The server's endpoint and keys, as WEIGHTCACHE_TEST_S3_* for the tests.
+eval "$(bash scripts/s3-server.sh start "$state/s3")"
+echo "test: S3 server at $WEIGHTCACHE_TEST_S3_ENDPOINT" >&2
+
+swift build --build-tests
+swift test --skip-build "$@"
