@@ -48,7 +48,9 @@ let package = Package(
 
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
-        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
+        .testTarget(
+            name: "ObjectStoreTests",
+            dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
         // Against a real SeaweedFS S3 server (scripts/s3-server.sh) and the real binary.
         .testTarget(
             name: "IntegrationTests",

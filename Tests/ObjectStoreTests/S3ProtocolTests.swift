@@ -1,3 +1,4 @@
+import Logging
 import XCTest
 
 @testable import ObjectStore
@@ -143,5 +144,25 @@ final class RetryPolicyTests: XCTestCase {
             XCTAssertLessThanOrEqual(policy.delay(beforeRetry: retry, using: &generator), .milliseconds(1000))
         }
         XCTAssertEqual(RetryPolicy(maxRetries: 80, baseDelayMilliseconds: 100).delayCeiling(beforeRetry: 70), 10_000)
+    }
+}
+
+final class S3RequestTests: XCTestCase {
+    func testRequestsAreSignedWithTokenAndPayloadHeader() throws {
+        let credentials = S3Credentials(accessKeyID: "AKID", secretAccessKey: "SECRET", sessionToken: "TOKEN")
+        let client = try S3Client(
+            settings: S3Settings(endpoint: "https://s3.example.com", region: "eu-central-1", credentials: credentials),
+            logger: .init(label: "test"))
+        let request = client.request(.get, bucket: "b", key: "k")
+        XCTAssertEqual(request.url, "https://s3.example.com/b/k")
+        XCTAssertEqual(request.signing?.provider, "aws:amz:eu-central-1:s3")
+        XCTAssertEqual(request.signing?.userAndSecret, "AKID:SECRET")
+        XCTAssertTrue(request.headers.contains("x-amz-security-token: TOKEN"))
+        XCTAssertTrue(request.headers.contains("x-amz-content-sha256: UNSIGNED-PAYLOAD"))
+
+        let anonymous = try S3Client(settings: S3Settings(endpoint: "http://h:1", credentials: nil), logger: .init(label: "t"))
+        let unsigned = anonymous.request(.head, bucket: "b", key: "k")
+        XCTAssertNil(unsigned.signing)
+        XCTAssertFalse(unsigned.headers.contains { $0.hasPrefix("x-amz-security-token") })
     }
 }

@@ -120,8 +120,13 @@ final class Transfer: @unchecked Sendable {
             _ = wc_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &code)
             status = code
         }
+        guard (200..<300).contains(status) else {
+            // An error body: keep a bounded amount for its XML.
+            if body.count < 256 << 10 { body.append(contentsOf: chunk) }
+            return chunk.count
+        }
         switch request.sink {
-        case .file(let file, let offset, let length, let progress) where (200..<300).contains(status):
+        case .file(let file, let offset, let length, let progress):
             guard written + UInt64(chunk.count) <= length else {
                 sinkFailure = ("overflow", 0)
                 return 0
@@ -140,10 +145,6 @@ final class Transfer: @unchecked Sendable {
             }
             written += UInt64(done)
             progress?(Int64(done))
-            return chunk.count
-        case .file, .memory where !(200..<300).contains(status):
-            // An error body: keep a bounded amount for its XML.
-            if body.count < 256 << 10 { body.append(contentsOf: chunk) }
             return chunk.count
         case .memory(let limit):
             guard body.count + chunk.count <= limit else {
