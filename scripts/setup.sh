@@ -5,7 +5,7 @@
 set -euo pipefail
 
 missing=()
-for p in libcurl4-openssl-dev liblz4-dev libxxhash-dev pkg-config curl; do
+for p in libcurl4-openssl-dev liblz4-dev libxxhash-dev pkg-config curl openssl; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 # Python may come from elsewhere (pyenv): ask apt only when the command is absent.

@@ -98,12 +98,17 @@ public indirect enum ObjectStoreError: Error, Sendable, Equatable, CustomStringC
     /// and transport failures (resets, refusals, timeouts, truncation).
     public var isRetryable: Bool {
         switch self {
-        case .slowDown, .transport: true
+        case .slowDown: true
+        case .transport(_, let curlCode): !Self.permanentCurlCodes.contains(curlCode)
         case .server(let c): (c.status ?? 0) >= 500 || c.code == "RequestTimeout" || c.code == "InternalError"
         case .invalidResponse(let c, _): c.status.map { $0 < 300 } ?? false  // truncated body
         default: false
         }
     }
+
+    /// curl failures that trying again cannot fix: a bad URL or protocol, an
+    /// unknown host, and TLS trust problems (certificates, CA bundle, pinning).
+    static let permanentCurlCodes: Set<Int32> = [1, 3, 6, 51, 58, 60, 77, 83, 90, 91]
 
     /// The error underneath retries.
     public var underlying: ObjectStoreError {

@@ -24,6 +24,10 @@ struct ServerInfo: Sendable {
     var accessKey: String
     var secretKey: String
     var region: String
+    /// https://localhost:PORT, with a self-signed certificate...
+    var httpsEndpoint: String?
+    /// ...whose PEM file this is.
+    var caBundle: String?
 
     var credentials: S3Credentials { S3Credentials(accessKeyID: accessKey, secretAccessKey: secretKey) }
 
@@ -54,6 +58,8 @@ struct ServerInfo: Sendable {
             let secret = values["WEIGHTCACHE_TEST_S3_SECRET_KEY"]
         else { return nil }
         self.init(endpoint: endpoint, accessKey: access, secretKey: secret, region: values["WEIGHTCACHE_TEST_S3_REGION"] ?? "us-east-1")
+        httpsEndpoint = values["WEIGHTCACHE_TEST_S3_HTTPS_ENDPOINT"]
+        caBundle = values["WEIGHTCACHE_TEST_S3_CA_BUNDLE"]
     }
 
     init(endpoint: String, accessKey: String, secretKey: String, region: String) {
