@@ -110,26 +110,55 @@ fetch_with() {
   case $1 in
     weightcache)
       # shellcheck disable=SC2086  # WC_ARGS is meant to split into flags
-      "$bin" fetch $wc_args "s3://$bucket/$key" "$out" ;;
+      timed "$bin" fetch $wc_args "s3://$bucket/$key" "$out" ;;
     curl)
       # curl 7.88 signs but does not send x-amz-content-sha256 itself, which
       # S3 (and SeaweedFS) require; --fail turns a 403 into an error.
-      curl -sS --fail --aws-sigv4 "aws:amz:$region:s3" --user "$ak:$sk" \
+      timed curl -sS --fail --aws-sigv4 "aws:amz:$region:s3" --user "$ak:$sk" \
         -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o "$out" "$endpoint/$bucket/$key" ;;
     aws)
       # AWS_CA_BUNDLE is set machine-wide here and some tools choke on it.
-      env -u AWS_CA_BUNDLE aws s3 cp --only-show-errors --endpoint-url "$endpoint" \
+      timed env -u AWS_CA_BUNDLE aws s3 cp --only-show-errors --endpoint-url "$endpoint" \
         "s3://$bucket/$key" "$out" ;;
   esac
 }
 
-now() { date +%s.%N; }
+# Runs "$@" and prints "SECONDS MAXRSS_KIB": wall time from fork to exit and
+# the child's peak resident memory (wait4's rusage). Python starts before the
+# clock does, so its own start-up is not timed.
+timed() {
+  python3 - "$@" <<'PY'
+import os, sys, time
+argv = sys.argv[1:]
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+t1 = time.perf_counter()
+print(f"{t1 - t0:.6f} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+}
 
 # Load average around the timed runs goes into the table: on a small shared
 # machine, someone else's build or test run is the usual cause of odd numbers.
+# One untimed round first: the server's read path warms up after the upload
+# (curl's first timed run was always its slowest without this).
+for tool in "${tools[@]}"; do
+  rm -f "$out" "$out.partial"
+  fetch_with "$tool" >"$work/$tool.log" 2>&1 || { echo "$tool failed in the warm-up round:" >&2; cat "$work/$tool.log" >&2; exit 1; }
+  log "warm-up $(printf '%-11s' "$tool") done"
+done
+rm -f "$out"
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A mibs  # tool -> space-separated MiB/s per run
-for tool in "${tools[@]}"; do mibs[$tool]=""; done
+declare -A rss   # tool -> peak RSS in MiB, the largest over its runs
+for tool in "${tools[@]}"; do mibs[$tool]=""; rss[$tool]=0; done
 
 for ((run = 1; run <= runs; run++)); do
   # Round-robin, so slow drift on the machine (thermal, background work)
@@ -139,13 +168,14 @@ for ((run = 1; run <= runs; run++)); do
     # Our previous download's dirty pages are gone with its unlink; flushing
     # anything else now keeps other writeback out of the timed window.
     sync
-    t0=$(now)
     if ! fetch_with "$tool" >"$work/$tool.log" 2>&1; then
       echo "$tool failed on run $run; its output:" >&2
       cat "$work/$tool.log" >&2
       exit 1
     fi
-    t1=$(now)
+    read -r seconds maxrss_kib < <(tail -n 1 "$work/$tool.log")
+    peak=$((maxrss_kib / 1024))
+    [ "$peak" -gt "${rss[$tool]}" ] && rss[$tool]=$peak
     got=$(stat -c %s "$out" 2>/dev/null || echo missing)
     if [ "$run" = 1 ]; then
       # Checked once per tool, outside the timed window.
@@ -155,9 +185,9 @@ for ((run = 1; run <= runs; run++)); do
         [ "$out_hash" = "$src_hash" ] || { echo "weightcache output xxh3 $out_hash != source $src_hash" >&2; exit 1; }
       fi
     fi
-    rate=$(awk -v b="$size_bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / 1048576 / (z - a) }')
+    rate=$(awk -v b="$size_bytes" -v t="$seconds" 'BEGIN { printf "%.1f", b / 1048576 / t }')
     mibs[$tool]+="$rate "
-    log "run $run/$runs  $(printf '%-11s' "$tool") $(awk -v a="$t0" -v z="$t1" 'BEGIN { printf "%.3f", z - a }') s  $rate MiB/s"
+    log "run $run/$runs  $(printf '%-11s' "$tool") $(printf '%.3f' "$seconds") s  $rate MiB/s"
     rm -f "$out"
   done
 done
@@ -180,21 +210,21 @@ result=$repo/Benchmarks/results/fetch-vs-peers-$stamp.txt
   echo "object:      $size_mib MiB random bytes, s3://$bucket/$key on SeaweedFS at $endpoint (server warm after upload)"
   echo "weightcache: fetch ${wc_args:-(defaults from config.json)}"
   echo "loadavg:     $load_before before the timed runs, $load_after after"
-  echo "runs:        $runs per tool, interleaved; MiB/s = size / wall time of the whole command"
+  echo "runs:        $runs per tool after one untimed warm-up round, interleaved; MiB/s = size / wall time of the whole command"
   echo
-  for tool in "${tools[@]}"; do echo "$tool ${mibs[$tool]}"; done | python3 -c '
+  for tool in "${tools[@]}"; do echo "$tool ${rss[$tool]} ${mibs[$tool]}"; done | python3 -c '
 import statistics, sys
-rows = [(l.split()[0], [float(x) for x in l.split()[1:]]) for l in sys.stdin if l.strip()]
-runs = len(rows[0][1])
-base = statistics.median(rows[0][1])
-head = ["tool"] + [f"run{i + 1}" for i in range(runs)] + ["median", "vs wc"]
-body = [[t] + [f"{x:.1f}" for x in xs] + [f"{statistics.median(xs):.1f}", f"{statistics.median(xs) / base:.2f}"]
-        for t, xs in rows]
+rows = [(l.split()[0], l.split()[1], [float(x) for x in l.split()[2:]]) for l in sys.stdin if l.strip()]
+runs = len(rows[0][2])
+base = statistics.median(rows[0][2])
+head = ["tool"] + [f"run{i + 1}" for i in range(runs)] + ["median", "vs wc", "peak RSS MiB"]
+body = [[t] + [f"{x:.1f}" for x in xs] + [f"{statistics.median(xs):.1f}", f"{statistics.median(xs) / base:.2f}", rss]
+        for t, rss, xs in rows]
 widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
 fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
 print(fmt(head)); print("  ".join("-" * w for w in widths))
 for r in body: print(fmt(r))
-print("(MiB/s; vs wc = median / weightcache median)")
+print("(MiB/s; vs wc = median / weightcache median; peak RSS = largest over the timed runs)")
 '
 } | tee "$result"
 log "written to ${result#"$repo"/}"

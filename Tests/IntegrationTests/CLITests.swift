@@ -52,6 +52,12 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.hasPrefix("\(try Digest128.ofFile(atPath: big))  \(big)"), run.output)
 
+        // file:// works wherever s3:// does: the fetched tree as a source.
+        run = weightcache(["fetch", "file://\(directory)/tree/", directory + "/copy"])
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertEqual(try Digest128.ofFile(atPath: directory + "/copy/shard-1.bin"), try Digest128.ofFile(atPath: big))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/copy/sub/config.json"))
+
         // `ls` lists both.
         run = weightcache(["ls", "s3://\(bucket)/models/"])
         XCTAssertTrue(run.output.contains("models/m1/shard-1.bin") && run.output.contains("models/m1/sub/config.json"), run.output)
