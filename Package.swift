@@ -37,23 +37,30 @@ let package = Package(
                 "CCurl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Published models: references, manifests, push, resolution.
+        .target(name: "Models", dependencies: ["Integrity", "ObjectStore"]),
+        // The NVMe tier: verified blobs, snapshots, resumable pulls.
+        .target(
+            name: "Staging",
+            dependencies: ["Integrity", "Models", "ObjectStore", .product(name: "Logging", package: "swift-log")]),
         // The one executable.
         .executableTarget(
             name: "weightcache",
             dependencies: [
-                "Config", "Integrity", "ObjectStore",
+                "Config", "Integrity", "Models", "ObjectStore", "Staging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models"]),
         .testTarget(
             name: "ObjectStoreTests",
             dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
         // Against a real SeaweedFS S3 server (scripts/s3-server.sh) and the real binary.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ObjectStore", "Integrity", "Config"]),
+            dependencies: ["ObjectStore", "Integrity", "Config", "Models", "Staging"]),
     ]
 )

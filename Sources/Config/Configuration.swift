@@ -50,6 +50,12 @@ public struct Configuration: Sendable, Equatable {
         public var caBundle: String? = nil
     }
 
+    public struct Models: Sendable, Equatable {
+        /// Where published models live: `s3://BUCKET[/PREFIX]` or `file:///DIR`.
+        /// Model NAME at revision REV is the folder ROOT/NAME/REV/.
+        public var root = "s3://models"
+    }
+
     public struct Transfer: Sendable, Equatable {
         public var partSize: UInt64 = 8 << 20
         public var concurrency = 8
@@ -64,6 +70,7 @@ public struct Configuration: Sendable, Equatable {
     public var staging = Staging()
     public var ramCache = RAMCache()
     public var s3 = S3()
+    public var models = Models()
     public var transfer = Transfer()
 
     /// The built-in defaults.

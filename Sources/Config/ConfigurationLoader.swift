@@ -37,7 +37,7 @@ public struct ConfigurationLoader: Sendable {
         var config = Configuration()
         if let path { try applyFile(path, to: &config) }
         for setting in Setting.all {
-            for name in setting.awsEnvironment + [setting.environment] {
+            for name in setting.aliases + [setting.environment] {
                 if let value = environment[name] { try apply(setting, .string(value), source: "environment \(name)", to: &config) }
             }
         }

@@ -36,6 +36,9 @@ extension Configuration {
                 "profile": \(quote(s3.profile)),
                 "caBundle": \(quote(s3.caBundle))
               },
+              "models": {
+                "root": \(quote(models.root))
+              },
               "transfer": {
                 "partSize": "\(ByteSize.format(transfer.partSize))",
                 "concurrency": \(transfer.concurrency),

@@ -7,8 +7,9 @@ struct Setting {
     let key: String
     /// `WEIGHTCACHE_` + the key in upper snake case: `transfer.partSize` -> `WEIGHTCACHE_TRANSFER_PART_SIZE`.
     var environment: String { "WEIGHTCACHE_" + Setting.snake(key) }
-    /// Standard variables that set this key too (weaker than `environment`).
-    let awsEnvironment: [String]
+    /// Other variables that set this key too (AWS's standard ones, short
+    /// forms); weaker than `environment`.
+    let aliases: [String]
     let secret: Bool
     let apply: (inout Configuration, JSONValue) throws(Setting.Failure) -> Void
 
@@ -34,7 +35,7 @@ extension Setting {
         _ key: String, _ path: WritableKeyPath<Configuration, UInt64>, min: UInt64 = 0, max: UInt64 = .max,
         powerOfTwo: Bool = false
     ) -> Setting {
-        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+        Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
             let parsed: UInt64
             switch value {
             case .integer(let n) where n >= 0: parsed = UInt64(n)
@@ -54,7 +55,7 @@ extension Setting {
     }
 
     static func integer(_ key: String, _ path: WritableKeyPath<Configuration, Int>, _ range: ClosedRange<Int>) -> Setting {
-        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+        Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
             let parsed: Int? =
                 switch value {
                 case .integer(let n): Int(exactly: n)
@@ -70,10 +71,10 @@ extension Setting {
     }
 
     static func string(
-        _ key: String, _ path: WritableKeyPath<Configuration, String>, aws: [String] = [],
+        _ key: String, _ path: WritableKeyPath<Configuration, String>, aliases: [String] = [],
         check: @escaping (String) -> String? = { $0.isEmpty ? "must not be empty" : nil }
     ) -> Setting {
-        Setting(key: key, awsEnvironment: aws, secret: false) { (config, value) throws(Failure) in
+        Setting(key: key, aliases: aliases, secret: false) { (config, value) throws(Failure) in
             let s = try text(value)
             if let problem = check(s) { throw Failure(reason: problem) }
             config[keyPath: path] = s
@@ -82,10 +83,10 @@ extension Setting {
 
     /// A string that may be null (or "" from the environment) to unset it.
     static func optional(
-        _ key: String, _ path: WritableKeyPath<Configuration, String?>, aws: [String] = [], secret: Bool = false,
+        _ key: String, _ path: WritableKeyPath<Configuration, String?>, aliases: [String] = [], secret: Bool = false,
         check: @escaping (String) -> String? = { _ in nil }
     ) -> Setting {
-        Setting(key: key, awsEnvironment: aws, secret: secret) { (config, value) throws(Failure) in
+        Setting(key: key, aliases: aliases, secret: secret) { (config, value) throws(Failure) in
             if value == .null { config[keyPath: path] = nil; return }
             let s = try text(value)
             if s.isEmpty { config[keyPath: path] = nil; return }
@@ -95,7 +96,7 @@ extension Setting {
     }
 
     static func fileMode(_ key: String, _ path: WritableKeyPath<Configuration, UInt32>) -> Setting {
-        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+        Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
             let s = try text(value)
             guard let mode = UInt32(s, radix: 8), mode <= 0o777 else {
                 throw Failure(reason: "expected octal permission bits such as \"0660\"")
@@ -105,7 +106,7 @@ extension Setting {
     }
 
     static func addressing(_ key: String) -> Setting {
-        Setting(key: key, awsEnvironment: [], secret: false) { (config, value) throws(Failure) in
+        Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
             guard let style = Configuration.Addressing(rawValue: try text(value)) else {
                 throw Failure(reason: "expected one of: " + Configuration.Addressing.allCases.map(\.rawValue).joined(separator: ", "))
             }
@@ -122,6 +123,16 @@ extension Setting {
         return nil
     }
 
+    static func modelsRootProblem(_ s: String) -> String? {
+        guard s.hasPrefix("s3://") || s.hasPrefix("file:///") else {
+            return "expected s3://BUCKET[/PREFIX] or file:///DIRECTORY"
+        }
+        guard s.hasPrefix("file://") || s.dropFirst(5).prefix(while: { $0 != "/" }).count >= 3 else {
+            return "no bucket name"
+        }
+        return nil
+    }
+
     /// Every key there is. docs/configuration.md documents each (a test checks).
     static var all: [Setting] { [
         .string("socket.path", \.socket.path),
@@ -132,14 +143,15 @@ extension Setting {
         .bytes("staging.minFreeBytes", \.staging.minFreeBytes),
         .bytes("ramCache.budgetBytes", \.ramCache.budgetBytes, min: 1 << 20),
         .bytes("ramCache.blockSize", \.ramCache.blockSize, min: 64 << 10, max: 64 << 20, powerOfTwo: true),
-        .optional("s3.endpoint", \.s3.endpoint, aws: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"], check: endpointProblem),
-        .string("s3.region", \.s3.region, aws: ["AWS_DEFAULT_REGION", "AWS_REGION"]),
+        .optional("s3.endpoint", \.s3.endpoint, aliases: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"], check: endpointProblem),
+        .string("s3.region", \.s3.region, aliases: ["AWS_DEFAULT_REGION", "AWS_REGION"]),
         .addressing("s3.addressing"),
-        .optional("s3.accessKeyId", \.s3.accessKeyID, aws: ["AWS_ACCESS_KEY_ID"]),
-        .optional("s3.secretAccessKey", \.s3.secretAccessKey, aws: ["AWS_SECRET_ACCESS_KEY"], secret: true),
-        .optional("s3.sessionToken", \.s3.sessionToken, aws: ["AWS_SESSION_TOKEN"], secret: true),
-        .string("s3.profile", \.s3.profile, aws: ["AWS_PROFILE"]),
-        .optional("s3.caBundle", \.s3.caBundle, aws: ["AWS_CA_BUNDLE"]),
+        .optional("s3.accessKeyId", \.s3.accessKeyID, aliases: ["AWS_ACCESS_KEY_ID"]),
+        .optional("s3.secretAccessKey", \.s3.secretAccessKey, aliases: ["AWS_SECRET_ACCESS_KEY"], secret: true),
+        .optional("s3.sessionToken", \.s3.sessionToken, aliases: ["AWS_SESSION_TOKEN"], secret: true),
+        .string("s3.profile", \.s3.profile, aliases: ["AWS_PROFILE"]),
+        .optional("s3.caBundle", \.s3.caBundle, aliases: ["AWS_CA_BUNDLE"]),
+        .string("models.root", \.models.root, aliases: ["WEIGHTCACHE_MODELS"], check: modelsRootProblem),
         .bytes("transfer.partSize", \.transfer.partSize, min: 1 << 20, max: 5 << 30),
         .integer("transfer.concurrency", \.transfer.concurrency, 1...256),
         .integer("transfer.retries", \.transfer.retries, 0...50),

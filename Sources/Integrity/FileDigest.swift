@@ -13,27 +13,53 @@ public struct FileDigestError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-extension Digest128 {
-    /// xxh3-128 of a whole file, read sequentially in 4 MiB chunks so memory
-    /// stays flat whatever the file size. Blocks the calling thread.
-    public static func ofFile(atPath path: String) throws(FileDigestError) -> Digest128 {
+/// A file's size, xxh3-128 and per-block xxh3-64 digests, from one read.
+public struct FileDigests: Sendable, Equatable {
+    public var size: UInt64
+    public var whole: Digest128
+    public var blocks: [UInt64]
+
+    /// Reads `path` once, sequentially, `blockSize` bytes at a time, so memory
+    /// stays at one block whatever the file size. Blocks the calling thread.
+    public init(ofFile path: String, blockSize: Int) throws(FileDigestError) {
+        precondition(blockSize > 0)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FileDigestError(syscall: "open", path: path, errno: errno) }
         defer { close(fd) }
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         var hasher = Hasher128()
-        let chunk = 4 << 20
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        var blocks: [UInt64] = []
+        var size: UInt64 = 0
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 4096)
         defer { buffer.deallocate() }
         while true {
-            let n = read(fd, buffer.baseAddress, chunk)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileDigestError(syscall: "read", path: path, errno: errno)
+            // Fill a whole block (read may return less) so block digests line up.
+            var filled = 0
+            while filled < blockSize {
+                let n = read(fd, buffer.baseAddress! + filled, blockSize - filled)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw FileDigestError(syscall: "read", path: path, errno: errno)
+                }
+                if n == 0 { break }
+                filled += n
             }
-            if n == 0 { break }
-            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            if filled == 0 { break }
+            let block = UnsafeRawBufferPointer(rebasing: buffer[0..<filled])
+            hasher.update(block)
+            blocks.append(xxh3_64(block))
+            size += UInt64(filled)
+            if filled < blockSize { break }
         }
-        return hasher.finalize()
+        self.size = size
+        self.whole = hasher.finalize()
+        self.blocks = blocks
+    }
+}
+
+extension Digest128 {
+    /// xxh3-128 of a whole file, read sequentially in 4 MiB chunks.
+    public static func ofFile(atPath path: String) throws(FileDigestError) -> Digest128 {
+        try FileDigests(ofFile: path, blockSize: 4 << 20).whole
     }
 }

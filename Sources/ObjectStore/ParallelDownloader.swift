@@ -44,17 +44,15 @@ public struct ParallelDownloader: Sendable {
         let object = try await store.head(key)
         let partial = destination + ".partial"
         let file = try LocalFile(creatingForWriting: partial, size: object.size)
-        let parts = Int((object.size + partSize - 1) / partSize)
         var failure: ObjectStoreError? = nil
-        do throws(ObjectStoreError) {
-            _ = try await concurrentMap(count: parts, concurrency: concurrency) { index throws(ObjectStoreError) in
-                let start = UInt64(index) * partSize
-                let range = start..<min(object.size, start + partSize)
-                try await store.download(
-                    key, range: range, into: file.output, at: start, ifMatch: object.etag, progress: progress)
-            }
+        do {
+            try await fill(object, from: store, into: file.output, parts: Array(0..<partCount(object.size)), progress: progress)
             if syncBeforeRename { try file.sync() }
-        } catch { failure = error }
+        } catch let error as ObjectStoreError {
+            failure = error
+        } catch {
+            failure = .cancelled
+        }
         file.close()
         if failure == nil && rename(partial, destination) != 0 {
             failure = .localIO(syscall: "rename", path: destination, errno: errno)
@@ -63,6 +61,32 @@ public struct ParallelDownloader: Sendable {
             unlink(partial)
             throw failure
         }
-        return Result(object: object, destination: destination, parts: parts)
+        return Result(object: object, destination: destination, parts: partCount(object.size))
+    }
+
+    /// How many parts an object of `size` bytes is cut into.
+    public func partCount(_ size: UInt64) -> Int { Int((size + partSize - 1) / partSize) }
+
+    /// The byte range of part `index` of an object of `size` bytes.
+    public func range(ofPart index: Int, size: UInt64) -> Range<UInt64> {
+        let start = UInt64(index) * partSize
+        return start..<min(size, start + partSize)
+    }
+
+    /// Downloads the parts `parts` of `object` into `file`, each at its own
+    /// offset. After a part lands, `landed(part, range)` runs (to verify or
+    /// record it); its error, like a store's, cancels the rest and is thrown.
+    /// The building block of resumable, verified pulls.
+    public func fill(
+        _ object: ObjectInfo, from store: some ObjectStore, into file: OutputFile, parts: [Int],
+        progress: ProgressHandler?, landed: @escaping @Sendable (Int, Range<UInt64>) async throws -> Void = { _, _ in }
+    ) async throws {
+        _ = try await concurrentMap(count: parts.count, concurrency: concurrency) { slot in
+            let part = parts[slot]
+            let range = range(ofPart: part, size: object.size)
+            try await store.download(
+                object.key, range: range, into: file, at: range.lowerBound, ifMatch: object.etag, progress: progress)
+            try await landed(part, range)
+        }
     }
 }

@@ -19,6 +19,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Bucket addressing: path or virtual-host (s3.addressing).")
     var addressing: String?
 
+    @Option(name: .long, help: "Models root: s3://BUCKET[/PREFIX] or file:///DIR (models.root).")
+    var models: String?
+
     @Option(name: .long, help: "Part size of parallel transfers, e.g. 8MiB (transfer.partSize).")
     var partSize: String?
 
@@ -39,7 +42,7 @@ struct GlobalOptions: ParsableArguments {
         var flags: [(key: String, value: String)] = []
         let named: [(String, String?)] = [
             ("s3.endpoint", endpoint), ("s3.region", region), ("s3.addressing", addressing),
-            ("transfer.partSize", partSize), ("transfer.concurrency", concurrency), ("transfer.retries", retries),
+            ("models.root", models), ("transfer.partSize", partSize), ("transfer.concurrency", concurrency), ("transfer.retries", retries),
         ]
         for case let (key, value?) in named { flags.append((key, value)) }
         for assignment in assignments {

@@ -33,7 +33,7 @@ extension S3Store {
             throw .invalidResponse(context("CreateMultipartUpload", key), reason: "no UploadId")
         }
         do throws(ObjectStoreError) {
-            let etags = try await concurrentMap(count: count, concurrency: client.settings.concurrency) {
+            let etags = try await concurrentStoreMap(count: count, concurrency: client.settings.concurrency) {
                 index throws(ObjectStoreError) in
                 let range = UInt64(index) * partSize..<min(size, UInt64(index + 1) * partSize)
                 let outcome = try await client.send(

@@ -1,0 +1,36 @@
+import Dispatch
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An exclusive flock on `locks/<id>.lock`: held by whoever downloads a blob,
+/// so that one download runs per blob however many pulls (threads, the daemon,
+/// CLIs) ask for it. The kernel drops it when its holder dies, kill -9 included.
+final class BlobLock: Sendable {
+    private let descriptor: Int32
+
+    private init(descriptor: Int32) { self.descriptor = descriptor }
+
+    /// Waits (on a Dispatch worker, not the cooperative pool) until the lock is ours.
+    static func acquire(_ path: String) async throws(StagingError) -> BlobLock {
+        let result: Result<BlobLock, StagingError> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+                guard fd >= 0 else {
+                    return continuation.resume(returning: .failure(.localIO(syscall: "open", path: path, errno: errno)))
+                }
+                while flock(fd, LOCK_EX) != 0 {
+                    if errno == EINTR { continue }
+                    let e = errno
+                    close(fd)
+                    return continuation.resume(returning: .failure(.localIO(syscall: "flock", path: path, errno: e)))
+                }
+                continuation.resume(returning: .success(BlobLock(descriptor: fd)))
+            }
+        }
+        return try result.get()
+    }
+
+    deinit { close(descriptor) }  // closing the last descriptor releases the flock
+}

@@ -1,0 +1,208 @@
+import Foundation
+import Integrity
+import Logging
+import Models
+import ObjectStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Brings one file of a model into `blobs/`, verified, resumably.
+///
+/// The object is downloaded by `ParallelDownloader` into `partials/<id>.partial`
+/// (id: the manifest's xxh3-128, or for a file without a manifest a digest of
+/// store, key, size and ETag). Each part's blocks are hashed as soon as the part
+/// lands (read back from the page cache) and checked against the manifest's
+/// xxh3-64s before the block map records them; a mismatch fails the pull naming
+/// the block. When every block is in, the partial is fsynced, hashed whole
+/// against the xxh3-128, and renamed to `blobs/<xxh3-128>`. A crash leaves the
+/// partial and its map: the next pull re-checks the blocks the map claims and
+/// fetches only the parts still missing.
+struct BlobPuller: Sendable {
+    let layout: StagingLayout
+    let downloader: ParallelDownloader
+    let logger: Logger
+
+    struct Outcome: Sendable, Equatable {
+        var digest: String
+        /// Bytes fetched from the store by this pull.
+        var downloaded: UInt64
+        /// Bytes found verified in a partial left by an earlier, interrupted pull.
+        var resumed: UInt64
+        /// True when the blob was already staged: nothing was fetched.
+        var alreadyStaged: Bool
+    }
+
+    func pull(
+        _ file: Manifest.File, blockSize: Int, model: String, key: String, from store: any ObjectStore,
+        progress: ProgressHandler?
+    ) async throws(StagingError) -> Outcome {
+        func storeError(_ error: ObjectStoreError) -> StagingError { .store(model: model, file: file.path, error) }
+
+        if let digest = file.xxh3_128, touch(layout.blob(digest)) {
+            progress?(Int64(file.size))
+            return Outcome(digest: digest, downloaded: 0, resumed: 0, alreadyStaged: true)
+        }
+        let object: ObjectInfo
+        do { object = try await store.head(key) } catch { throw storeError(error) }
+        guard object.size == file.size else {
+            throw .sizeMismatch(model: model, file: file.path, manifest: file.size, store: object.size)
+        }
+        let id = file.xxh3_128 ?? ("k" + Digest128.of(Array("\(store.name)\0\(key)\0\(object.size)\0\(object.etag ?? "")".utf8)).description)
+
+        let lock = try await BlobLock.acquire(layout.lock(id))
+        defer { withExtendedLifetime(lock) {} }
+        // Whoever held the lock before us may have finished this very blob.
+        if let digest = file.xxh3_128, touch(layout.blob(digest)) {
+            progress?(Int64(file.size))
+            return Outcome(digest: digest, downloaded: 0, resumed: 0, alreadyStaged: true)
+        }
+
+        let partialPath = layout.partial(id)
+        let partial = try PartialFile(path: partialPath, size: object.size)
+        let blockCount = Int((object.size + UInt64(blockSize) - 1) / UInt64(blockSize))
+        let map = try BlockMap(path: layout.blockMap(id), count: blockCount)
+        let expected = file.blocks?.compactMap { UInt64($0, radix: 16) }
+
+        // What an earlier pull left: count only blocks that check out now.
+        var landed = try map.load()
+        var resumed: UInt64 = 0
+        for block in landed.indices where landed[block] {
+            let range = Self.range(ofBlock: block, blockSize: blockSize, size: object.size)
+            if let expected, try partial.hash(range) != expected[block] {
+                landed[block] = false
+                try map.set(block..<block + 1, landed: false)
+            } else {
+                resumed += UInt64(range.count)
+            }
+        }
+        let blocksPerPart = Int(downloader.partSize) / blockSize
+        let parts = (0..<downloader.partCount(object.size)).filter { part in
+            let blocks = (part * blocksPerPart)..<min(blockCount, (part + 1) * blocksPerPart)
+            return blocks.contains { !landed[$0] }
+        }
+        if resumed > 0 {
+            logger.notice(
+                "resuming \(model) \(file.path): \(landed.filter { $0 }.count) of \(blockCount) blocks already staged")
+            progress?(Int64(resumed))
+        }
+
+        var downloaded: UInt64 = 0
+        for part in parts { downloaded += UInt64(downloader.range(ofPart: part, size: object.size).count) }
+        do {
+            try await downloader.fill(object, from: store, into: partial.output, parts: parts, progress: progress) {
+                part, range in
+                let first = Int(range.lowerBound / UInt64(blockSize))
+                let last = Int((range.upperBound + UInt64(blockSize) - 1) / UInt64(blockSize))
+                if let expected {
+                    for block in first..<last {
+                        let actual = try partial.hash(Self.range(ofBlock: block, blockSize: blockSize, size: object.size))
+                        guard actual == expected[block] else {
+                            throw StagingError.integrity(
+                                model: model, file: file.path, block: block, expected: hex16(expected[block]),
+                                actual: hex16(actual))
+                        }
+                    }
+                }
+                try map.set(first..<last, landed: true)
+            }
+        } catch let error as StagingError {
+            throw error
+        } catch let error as ObjectStoreError {
+            throw storeError(error)
+        } catch {
+            throw storeError(.cancelled)
+        }
+
+        try partial.sync()
+        let whole: Digest128
+        do { whole = try Digest128.ofFile(atPath: partialPath) } catch {
+            throw .localIO(syscall: error.syscall, path: error.path, errno: error.errno)
+        }
+        if let digest = file.xxh3_128, whole.description != digest {
+            // Every block matched but the whole does not: the manifest contradicts itself.
+            partial.discard()
+            unlink(layout.blockMap(id))
+            throw .integrity(model: model, file: file.path, block: nil, expected: digest, actual: whole.description)
+        }
+        try partial.publish(as: layout.blob(whole.description))
+        syncDirectory(layout.blobs)
+        unlink(layout.blockMap(id))
+        return Outcome(digest: whole.description, downloaded: downloaded, resumed: resumed, alreadyStaged: false)
+    }
+
+    static func range(ofBlock block: Int, blockSize: Int, size: UInt64) -> Range<UInt64> {
+        let start = UInt64(block) * UInt64(blockSize)
+        return start..<min(size, start + UInt64(blockSize))
+    }
+
+    /// Marks a staged blob as recently used (for LRU eviction); false if absent.
+    func touch(_ path: String) -> Bool {
+        utimes(path, nil) == 0
+    }
+}
+
+/// A `.partial` file: sized up front, read back for verification, renamed
+/// into `blobs/` read-only when complete.
+final class PartialFile: @unchecked Sendable {
+    let path: String
+    private let descriptor: Int32
+
+    init(path: String, size: UInt64) throws(StagingError) {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .localIO(syscall: "open", path: path, errno: errno) }
+        var info = stat()
+        if fstat(fd, &info) == 0 && UInt64(info.st_size) != size {
+            // A different length than expected: not ours to resume.
+            _ = ftruncate(fd, 0)
+        }
+        if size > 0 {
+            let result = posix_fallocate(fd, 0, off_t(size))
+            if result != 0 && result != EOPNOTSUPP && result != EINVAL {
+                close(fd)
+                throw .localIO(syscall: "posix_fallocate", path: path, errno: result)
+            }
+            if result != 0 && ftruncate(fd, off_t(size)) != 0 {
+                let e = errno
+                close(fd)
+                throw .localIO(syscall: "ftruncate", path: path, errno: e)
+            }
+        }
+        self.path = path
+        self.descriptor = fd
+    }
+
+    deinit { close(descriptor) }
+
+    var output: OutputFile { OutputFile(descriptor: descriptor, path: path) }
+
+    /// xxh3-64 of the bytes in `range` as they are on disk now.
+    func hash(_ range: Range<UInt64>) throws(StagingError) -> UInt64 {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(range.count), alignment: 64)
+        defer { buffer.deallocate() }
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(range.lowerBound) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .localIO(syscall: "pread", path: path, errno: n < 0 ? errno : EIO) }
+            done += n
+        }
+        return xxh3_64(UnsafeRawBufferPointer(buffer))
+    }
+
+    func sync() throws(StagingError) {
+        guard fsync(descriptor) == 0 else { throw .localIO(syscall: "fsync", path: path, errno: errno) }
+    }
+
+    /// Renames the partial to `destination`, read-only. If an identical blob
+    /// got there first (same digest, same content), the partial is dropped.
+    func publish(as destination: String) throws(StagingError) {
+        _ = fchmod(descriptor, 0o444)
+        guard rename(path, destination) == 0 else {
+            throw .localIO(syscall: "rename", path: destination, errno: errno)
+        }
+    }
+
+    func discard() { unlink(path) }
+}
