@@ -17,6 +17,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# numpy and safetensors: the tests load pulled models with the real libraries.
+if ! python3 -c "import numpy, safetensors" 2>/dev/null; then
+  echo "setup: pip install numpy safetensors" >&2
+  python3 -m pip install -q numpy safetensors 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages numpy safetensors
+fi
+
 # The S3 server for tests and the demo (installed here, not mid-test).
 bash "$(dirname "$0")/s3-server.sh" install
 

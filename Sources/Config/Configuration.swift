@@ -64,6 +64,8 @@ public struct Configuration: Sendable, Equatable {
         public var retryMaxDelayMilliseconds = 10_000
         public var connectTimeoutMilliseconds = 10_000
         public var lowSpeedTimeoutSeconds = 30
+        /// Download bandwidth cap per transfer in bytes/s; 0 for none.
+        public var maxBytesPerSecond: UInt64 = 0
     }
 
     public var socket = Socket()

@@ -46,7 +46,8 @@ extension Configuration {
                 "retryBaseDelayMilliseconds": \(transfer.retryBaseDelayMilliseconds),
                 "retryMaxDelayMilliseconds": \(transfer.retryMaxDelayMilliseconds),
                 "connectTimeoutMilliseconds": \(transfer.connectTimeoutMilliseconds),
-                "lowSpeedTimeoutSeconds": \(transfer.lowSpeedTimeoutSeconds)
+                "lowSpeedTimeoutSeconds": \(transfer.lowSpeedTimeoutSeconds),
+                "maxBytesPerSecond": "\(ByteSize.format(transfer.maxBytesPerSecond))"
               }
             }
             """

@@ -159,5 +159,6 @@ extension Setting {
         .integer("transfer.retryMaxDelayMilliseconds", \.transfer.retryMaxDelayMilliseconds, 0...600_000),
         .integer("transfer.connectTimeoutMilliseconds", \.transfer.connectTimeoutMilliseconds, 100...600_000),
         .integer("transfer.lowSpeedTimeoutSeconds", \.transfer.lowSpeedTimeoutSeconds, 1...3600),
+        .bytes("transfer.maxBytesPerSecond", \.transfer.maxBytesPerSecond),
     ] }
 }

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import Models
+import ObjectStore
+import Staging
+
+extension Wiring {
+    /// The published models under `models.root`.
+    func repository() throws -> ModelRepository {
+        let root = config.models.root
+        if root.hasPrefix("file://") {
+            return ModelRepository(store: FileStore(root: String(root.dropFirst(7))), prefix: "")
+        }
+        let location = try Location(parsing: root)
+        return ModelRepository(store: try store(for: location), prefix: location.key)
+    }
+
+    func staging() -> Staging {
+        Staging(
+            directory: config.staging.directory, partSize: config.transfer.partSize,
+            concurrency: config.transfer.concurrency, logger: logger)
+    }
+}
+
+struct Push: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish a model folder as NAME@REV: every file, then the manifest (the commit point).")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Folder of the model's files (a Hugging Face snapshot folder works).") var directory: String
+    @Argument(help: "NAME[@REVISION] (revision defaults to main).") var model: String
+    @Flag(help: "Create the models root's bucket first if it does not exist.") var createBucket = false
+
+    func run() async throws {
+        let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.push"))
+        let reference = try ModelReference(parsing: model)
+        let repository = try wiring.repository()
+        if createBucket, case .s3(let bucket, _) = try Location(parsing: wiring.config.models.root) {
+            try await S3Client(settings: wiring.s3Settings(), logger: wiring.logger).createBucket(bucket)
+        }
+        let size = try Self.totalSize(directory)
+        let progress = ProgressDisplay(total: size, files: 1)
+        progress.start()
+        defer { progress.stop() }
+        let manifest = try await repository.push(directory: directory, as: reference, progress: progress.add)
+        progress.stop()
+        print("pushed \(reference): \(manifest.files.count) file(s), \(formatBytes(size)) to \(repository.location(of: reference))")
+    }
+
+    static func totalSize(_ directory: String) throws -> UInt64 {
+        var total: UInt64 = 0
+        let walker = FileManager.default.enumerator(atPath: directory)
+        while let relative = walker?.nextObject() as? String {
+            let attributes = try FileManager.default.attributesOfItem(atPath: directory + "/" + relative)
+            if attributes[.type] as? FileAttributeType == .typeRegular {
+                total += (attributes[.size] as? NSNumber)?.uint64Value ?? 0
+            }
+        }
+        return total
+    }
+}
+
+struct Pull: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bring a model into the staging directory: verified block by block, resumable, then print its folder.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "NAME[@REVISION]") var model: String
+
+    func run() async throws {
+        let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.pull"))
+        let reference = try ModelReference(parsing: model)
+        let repository = try wiring.repository()
+        let resolved = try await repository.resolve(reference)
+        let total = resolved.manifest.files.reduce(0) { $0 + $1.size }
+        let progress = ProgressDisplay(total: total, files: resolved.manifest.files.count)
+        progress.start()
+        defer { progress.stop() }
+        let started = ContinuousClock.now
+        let report = try await wiring.staging().pull(resolved, from: repository, progress: progress.add)
+        progress.stop()
+        let seconds = (ContinuousClock.now - started).seconds
+        FileHandle.standardError.write(Data((
+            "pulled \(reference) (\(resolved.published ? "manifest" : "no manifest: hashed while downloading")): "
+                + "\(report.files) file(s), \(formatBytes(report.bytes)); downloaded \(report.downloaded) bytes, "
+                + "resumed \(report.resumed) bytes, \(report.alreadyStaged) file(s) already staged; "
+                + String(format: "%.2f s\n", seconds)).utf8))
+        print(report.snapshot)
+    }
+}
+
+struct PathCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "path", abstract: "Print the folder of a pulled model (load it with vLLM, transformers, safetensors).")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "NAME[@REVISION]") var model: String
+
+    func run() async throws {
+        let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.path"))
+        print(try wiring.staging().path(of: try ModelReference(parsing: model)))
+    }
+}

@@ -1,0 +1,237 @@
+// The staging tier against the real S3 server: push, pull, verify, resume.
+import Foundation
+import Integrity
+import Logging
+import Models
+import ObjectStore
+import Staging
+import XCTest
+
+final class StagingTests: XCTestCase {
+    let logger = Logger(label: "test")
+    var directory = ""
+
+    override func setUpWithError() throws {
+        directory = try temporaryDirectory()
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A fresh bucket as a models root (under a prefix, as in production).
+    func makeRepository(_ tag: String) async throws -> ModelRepository {
+        let client = try S3Client(settings: sharedServer.settings(), logger: logger)
+        let bucket = uniqueBucketName(tag)
+        try await client.createBucket(bucket)
+        return ModelRepository(store: client.bucket(bucket), prefix: "models")
+    }
+
+    func makeStaging(partSize: UInt64 = 8 << 20) -> Staging {
+        Staging(directory: directory + "/staging", partSize: partSize, concurrency: 4, logger: logger)
+    }
+
+    /// A real safetensors model made by scripts/make-test-model.py.
+    func makeModel(bigMiB: Int = 110, shards: Int = 3) throws -> String {
+        let path = directory + "/model"
+        try runProcess("/usr/bin/env", ["python3", repositoryRoot + "/scripts/make-test-model.py", path, "--big-mib", String(bigMiB), "--shards", String(shards)])
+        return path
+    }
+
+    func blobNames() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: directory + "/staging/blobs")) ?? []
+    }
+
+    func testPushThenPullIsByteIdenticalAndLoadsWithSafetensors() async throws {
+        let model = try makeModel()
+        let repository = try await makeRepository("push")
+        let reference = try ModelReference(parsing: "org/tiny-llm@v1")
+        let manifest = try await repository.push(directory: model, as: reference)
+        XCTAssertEqual(manifest.files.map(\.path), [
+            "config.json", "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+            "model-00003-of-00003.safetensors", "tokenizer/vocab.txt",
+        ])
+        XCTAssertGreaterThan(manifest.files[1].size, 100 << 20)
+
+        let staging = makeStaging()
+        let resolved = try await repository.resolve(reference)
+        XCTAssertTrue(resolved.published)
+        let report = try await staging.pull(resolved, from: repository)
+        XCTAssertEqual(report.downloaded, manifest.files.reduce(0) { $0 + $1.size })
+        XCTAssertEqual(try staging.path(of: reference), report.snapshot)
+        for file in manifest.files {
+            let staged = report.snapshot + "/" + file.path
+            XCTAssertEqual(try Digest128.ofFile(atPath: staged), try Digest128.ofFile(atPath: model + "/" + file.path), file.path)
+            let link = try FileManager.default.destinationOfSymbolicLink(atPath: staged)
+            XCTAssertFalse(link.hasPrefix("/"), "snapshot links must be relative: \(link)")
+        }
+        // The real safetensors library reads every tensor from the snapshot.
+        let check = """
+            import sys, numpy as np
+            from safetensors.numpy import load_file
+            src, dst = sys.argv[1], sys.argv[2]
+            n = 0
+            for i in range(1, 4):
+                name = f"model-{i:05d}-of-00003.safetensors"
+                a, b = load_file(f"{src}/{name}"), load_file(f"{dst}/{name}")
+                assert a.keys() == b.keys(), name
+                for k in a:
+                    assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and np.array_equal(a[k], b[k]), k
+                    n += 1
+            print(f"tensors equal: {n}")
+            """
+        let output = try runProcess("/usr/bin/env", ["python3", "-c", check, model, report.snapshot])
+        XCTAssertTrue(output.contains("tensors equal: 10"), output)
+
+        // A second pull finds everything staged and downloads nothing.
+        let again = try await staging.pull(resolved, from: repository)
+        XCTAssertEqual(again.downloaded, 0)
+        XCTAssertEqual(again.alreadyStaged, manifest.files.count)
+    }
+
+    func testModelWithoutManifestPullsAndIsHashed() async throws {
+        let model = try makeModel(bigMiB: 20, shards: 2)
+        let repository = try await makeRepository("plain")
+        let reference = try ModelReference(parsing: "plain@main")
+        // Uploaded by "another tool": plain objects, no manifest.
+        for name in try FileManager.default.subpathsOfDirectory(atPath: model).sorted()
+        where !name.hasSuffix("tokenizer") {
+            try await repository.store.upload("models/plain/main/" + name, fromFile: model + "/" + name, progress: nil)
+        }
+        let resolved = try await repository.resolve(reference)
+        XCTAssertFalse(resolved.published)
+        XCTAssertEqual(resolved.manifest.files.count, 4)
+        let report = try await makeStaging().pull(resolved, from: repository)
+        for file in resolved.manifest.files {
+            let digest = try Digest128.ofFile(atPath: model + "/" + file.path)
+            XCTAssertEqual(try Digest128.ofFile(atPath: report.snapshot + "/" + file.path), digest)
+            XCTAssertTrue(blobNames().contains(digest.description), "blob named by its content digest")
+        }
+    }
+
+    func testFlippedByteFailsNamingFileAndBlockAndStagesNothing() async throws {
+        let model = try makeModel(bigMiB: 30, shards: 1)
+        let repository = try await makeRepository("flip")
+        let reference = try ModelReference(parsing: "flip@main")
+        let manifest = try await repository.push(directory: model, as: reference)
+        let shard = try XCTUnwrap(manifest.files.first { $0.path.hasSuffix(".safetensors") })
+
+        // Replace the stored object by one with one byte flipped in block 5.
+        let offset = 5 * manifest.blockSize + 1234
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: model + "/" + shard.path)))
+        bytes[offset] ^= 0x01
+        try await repository.store.put(repository.key(of: shard, in: reference), bytes: bytes)
+
+        let resolved = try await repository.resolve(reference)
+        do {
+            _ = try await makeStaging().pull(resolved, from: repository)
+            XCTFail("a corrupt object was staged")
+        } catch {
+            guard case .integrity(let m, let file, let block, _, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(m, "flip@main")
+            XCTAssertEqual(file, shard.path)
+            XCTAssertEqual(block, 5)
+            XCTAssertTrue(error.description.contains(shard.path) && error.description.contains("block 5"), error.description)
+        }
+        XCTAssertFalse(blobNames().contains(shard.xxh3_128!), "the corrupt file appeared under blobs/")
+        XCTAssertThrowsError(try makeStaging().path(of: reference), "a snapshot was published")
+    }
+
+    func testConcurrentPullsDownloadEachBlobOnce() async throws {
+        let model = try makeModel(bigMiB: 40, shards: 2)
+        let repository = try await makeRepository("twice")
+        let reference = try ModelReference(parsing: "twice@main")
+        let manifest = try await repository.push(directory: model, as: reference)
+        let counting = CountingStore(repository.store)
+        let counted = ModelRepository(store: counting, prefix: repository.prefix)
+        let resolved = try await counted.resolve(reference)
+        let staging = makeStaging()
+        async let first = staging.pull(resolved, from: counted)
+        async let second = staging.pull(resolved, from: counted)
+        let (a, b) = try await (first, second)
+        XCTAssertEqual(a.snapshot, b.snapshot)
+        let total = manifest.files.reduce(0) { $0 + $1.size }
+        XCTAssertEqual(counting.downloadedBytes, total, "each blob must be downloaded exactly once")
+        XCTAssertEqual(a.downloaded + b.downloaded, total)
+    }
+
+    func testManifestsThatLieOrEscapeAreRejected() async throws {
+        let repository = try await makeRepository("lies")
+        try await repository.store.put("models/evil/main/w.bin", bytes: Array(repeating: 1, count: 1000))
+        let reference = try ModelReference(parsing: "evil@main")
+        for path in ["../../escape.bin", "/etc/cron.d/x", "a/../../b"] {
+            let manifest = """
+                {"format": 1, "model": "evil", "revision": "main", "blockSize": 4194304, "files": [
+                 {"path": "\(path)", "object": "w.bin", "size": 1000, "encoding": "raw",
+                  "xxh3_128": "\(Digest128.of(Array(repeating: 1, count: 1000)))",
+                  "blocks": ["\(hex16(xxh3_64(Array(repeating: 1, count: 1000))))"]}]}
+                """
+            try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: Array(manifest.utf8))
+            do {
+                _ = try await repository.resolve(reference)
+                XCTFail("\(path) was accepted")
+            } catch {
+                guard case .invalidManifest(let model, let file, _) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(model, "evil@main")
+                XCTAssertEqual(file, path)
+            }
+        }
+        // A size that disagrees with the store: caught before a byte is staged.
+        var honest = Manifest(model: reference, files: [
+            Manifest.File(path: "w.bin", object: "w.bin", size: 2000, xxh3_128: String(repeating: "0", count: 32),
+                          blocks: [String(repeating: "0", count: 16)]),
+        ])
+        try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: honest.encoded())
+        let lying = try await repository.resolve(reference)
+        do {
+            _ = try await makeStaging().pull(lying, from: repository)
+            XCTFail("a lying size was accepted")
+        } catch {
+            guard case .sizeMismatch(_, let file, let claimed, let actual) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(file, "w.bin")
+            XCTAssertEqual(claimed, 2000)
+            XCTAssertEqual(actual, 1000)
+        }
+        // Right size, wrong digests: the block check catches it.
+        honest.files[0].size = 1000
+        try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: honest.encoded())
+        let wrong = try await repository.resolve(reference)
+        do {
+            _ = try await makeStaging().pull(wrong, from: repository)
+            XCTFail("wrong digests were accepted")
+        } catch {
+            guard case .integrity(_, "w.bin", 0, _, _) = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertEqual(blobNames(), [])
+    }
+}
+
+/// An ObjectStore that forwards to another and counts the bytes downloaded.
+final class CountingStore: ObjectStore, @unchecked Sendable {
+    let inner: any ObjectStore
+    private let lock = NSLock()
+    private var bytes: UInt64 = 0
+
+    init(_ inner: any ObjectStore) { self.inner = inner }
+
+    var downloadedBytes: UInt64 { lock.withLock { bytes } }
+    var name: String { inner.name }
+
+    func head(_ key: String) async throws(ObjectStoreError) -> ObjectInfo { try await inner.head(key) }
+    func get(_ key: String, range: Range<UInt64>?) async throws(ObjectStoreError) -> [UInt8] {
+        try await inner.get(key, range: range)
+    }
+    func download(
+        _ key: String, range: Range<UInt64>, into file: OutputFile, at offset: UInt64, ifMatch etag: String?,
+        progress: ProgressHandler?
+    ) async throws(ObjectStoreError) {
+        try await inner.download(key, range: range, into: file, at: offset, ifMatch: etag, progress: progress)
+        lock.withLock { bytes += UInt64(range.count) }
+    }
+    func list(prefix: String) async throws(ObjectStoreError) -> [ObjectInfo] { try await inner.list(prefix: prefix) }
+    func put(_ key: String, bytes: [UInt8]) async throws(ObjectStoreError) { try await inner.put(key, bytes: bytes) }
+    func upload(_ key: String, fromFile path: String, progress: ProgressHandler?) async throws(ObjectStoreError) {
+        try await inner.upload(key, fromFile: path, progress: progress)
+    }
+    func delete(_ key: String) async throws(ObjectStoreError) { try await inner.delete(key) }
+}
