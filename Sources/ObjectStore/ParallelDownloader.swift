@@ -21,11 +21,17 @@ public struct ParallelDownloader: Sendable {
     public var concurrency: Int
     /// fsync before the rename: durable against power loss, at some cost.
     public var syncBeforeRename: Bool
+    /// Average download rate cap of one transfer in bytes/s (0: none), paced
+    /// part by part: keeps a background pull from starving serving traffic.
+    public var maxBytesPerSecond: UInt64
 
-    public init(partSize: UInt64 = 8 << 20, concurrency: Int = 8, syncBeforeRename: Bool = false) {
+    public init(
+        partSize: UInt64 = 8 << 20, concurrency: Int = 8, syncBeforeRename: Bool = false, maxBytesPerSecond: UInt64 = 0
+    ) {
         self.partSize = max(1, partSize)
         self.concurrency = max(1, concurrency)
         self.syncBeforeRename = syncBeforeRename
+        self.maxBytesPerSecond = maxBytesPerSecond
     }
 
     /// What a finished download did.
@@ -81,9 +87,11 @@ public struct ParallelDownloader: Sendable {
         _ object: ObjectInfo, from store: some ObjectStore, into file: OutputFile, parts: [Int],
         progress: ProgressHandler?, landed: @escaping @Sendable (Int, Range<UInt64>) async throws -> Void = { _, _ in }
     ) async throws {
+        let pacer = maxBytesPerSecond > 0 ? Pacer(bytesPerSecond: maxBytesPerSecond) : nil
         _ = try await concurrentMap(count: parts.count, concurrency: concurrency) { slot in
             let part = parts[slot]
             let range = range(ofPart: part, size: object.size)
+            try await pacer?.reserve(range.count)
             try await store.download(
                 object.key, range: range, into: file, at: range.lowerBound, ifMatch: object.etag, progress: progress)
             try await landed(part, range)

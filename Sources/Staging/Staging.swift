@@ -11,11 +11,11 @@ public struct Staging: Sendable {
     private let puller: BlobPuller
     private let snapshots: SnapshotWriter
 
-    /// `partSize` is rounded to whole blocks of the models' block size at pull time.
-    public init(directory: String, partSize: UInt64, concurrency: Int, logger: Logger) {
+    /// The downloader's part size is rounded to whole blocks of each model's
+    /// block size at pull time.
+    public init(directory: String, downloader: ParallelDownloader, logger: Logger) {
         layout = StagingLayout(root: directory)
-        puller = BlobPuller(
-            layout: layout, downloader: ParallelDownloader(partSize: partSize, concurrency: concurrency), logger: logger)
+        puller = BlobPuller(layout: layout, downloader: downloader, logger: logger)
         snapshots = SnapshotWriter(layout: layout)
     }
 

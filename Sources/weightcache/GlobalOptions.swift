@@ -76,7 +76,7 @@ struct Wiring {
                 S3Credentials(accessKeyID: id, secretAccessKey: $0, sessionToken: config.s3.sessionToken)
             }
         }
-        var settings = S3Settings(
+        return S3Settings(
             endpoint: config.s3.endpoint, region: config.s3.region,
             addressing: S3Addressing(rawValue: config.s3.addressing.rawValue) ?? .path,
             credentials: credentials, caBundle: config.s3.caBundle,
@@ -87,12 +87,12 @@ struct Wiring {
             connectTimeoutMilliseconds: config.transfer.connectTimeoutMilliseconds,
             lowSpeedTimeoutSeconds: config.transfer.lowSpeedTimeoutSeconds,
             partSize: config.transfer.partSize, concurrency: config.transfer.concurrency)
-        settings.maxBytesPerSecond = config.transfer.maxBytesPerSecond
-        return settings
     }
 
     var downloader: ParallelDownloader {
-        ParallelDownloader(partSize: config.transfer.partSize, concurrency: config.transfer.concurrency)
+        ParallelDownloader(
+            partSize: config.transfer.partSize, concurrency: config.transfer.concurrency,
+            maxBytesPerSecond: config.transfer.maxBytesPerSecond)
     }
 
     /// The store a URL names and the key (or prefix) inside it.

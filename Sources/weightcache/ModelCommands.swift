@@ -17,8 +17,11 @@ extension Wiring {
 
     func staging() -> Staging {
         Staging(
-            directory: config.staging.directory, partSize: config.transfer.partSize,
-            concurrency: config.transfer.concurrency, logger: logger)
+            directory: config.staging.directory,
+            downloader: ParallelDownloader(
+                partSize: config.transfer.partSize, concurrency: config.transfer.concurrency,
+                maxBytesPerSecond: config.transfer.maxBytesPerSecond),
+            logger: logger)
     }
 }
 

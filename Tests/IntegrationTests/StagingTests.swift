@@ -28,7 +28,9 @@ final class StagingTests: XCTestCase {
     }
 
     func makeStaging(partSize: UInt64 = 8 << 20) -> Staging {
-        Staging(directory: directory + "/staging", partSize: partSize, concurrency: 4, logger: logger)
+        Staging(
+            directory: directory + "/staging", downloader: ParallelDownloader(partSize: partSize, concurrency: 4),
+            logger: logger)
     }
 
     /// A real safetensors model made by scripts/make-test-model.py.

@@ -166,3 +166,13 @@ final class S3RequestTests: XCTestCase {
         XCTAssertFalse(unsigned.headers.contains { $0.hasPrefix("x-amz-security-token") })
     }
 }
+
+final class PacerTests: XCTestCase {
+    /// A lower bound only (machines are noisy; nothing here can finish early).
+    func testReservationsAreSpreadAtTheRate() async throws {
+        let pacer = Pacer(bytesPerSecond: 10 << 20)
+        let started = ContinuousClock.now
+        for _ in 0..<5 { try await pacer.reserve(1 << 20) }  // the first starts at once
+        XCTAssertGreaterThanOrEqual(ContinuousClock.now - started, .milliseconds(390))
+    }
+}

@@ -44,8 +44,6 @@ struct HTTPRequest: Sendable {
     var connectTimeoutMilliseconds = 10_000
     /// A transfer slower than 1 KiB/s for this long is abandoned (curl 28).
     var lowSpeedSeconds = 30
-    /// Receive-rate cap of this request in bytes/s; 0 for none.
-    var maxReceiveBytesPerSecond: UInt64 = 0
     var caBundle: String? = nil
 }
 

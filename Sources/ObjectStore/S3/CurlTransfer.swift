@@ -51,9 +51,6 @@ final class Transfer: @unchecked Sendable {
         set(CURLOPT_LOW_SPEED_TIME, request.lowSpeedSeconds)
         set(CURLOPT_BUFFERSIZE, 512 << 10)
         set(CURLOPT_TCP_KEEPALIVE, 1)
-        if request.maxReceiveBytesPerSecond > 0 {
-            codes.append(wc_easy_setopt_off(easy, CURLOPT_MAX_RECV_SPEED_LARGE, curl_off_t(request.maxReceiveBytesPerSecond)))
-        }
         codes.append(wc_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer))
         if let caBundle = request.caBundle { set(CURLOPT_CAINFO, caBundle) }
         if let signing = request.signing {

@@ -61,9 +61,6 @@ public final class S3Client: Sendable {
         request.connectTimeoutMilliseconds = settings.connectTimeoutMilliseconds
         request.lowSpeedSeconds = settings.lowSpeedTimeoutSeconds
         request.caBundle = settings.caBundle
-        if settings.maxBytesPerSecond > 0 {
-            request.maxReceiveBytesPerSecond = max(1024, settings.maxBytesPerSecond / UInt64(max(1, settings.concurrency)))
-        }
         if let credentials = settings.credentials {
             request.signing = HTTPRequest.Signing(
                 provider: "aws:amz:\(settings.region):s3",

@@ -45,9 +45,6 @@ public struct S3Settings: Sendable, Equatable {
     public var partSize: UInt64
     /// Parallel requests per upload or download; also sizes the connection pool.
     public var concurrency: Int
-    /// Download bandwidth cap per transfer, in bytes/s (0: none), shared by its
-    /// `concurrency` parallel requests: keeps a pull from starving serving traffic.
-    public var maxBytesPerSecond: UInt64 = 0
 
     public init(
         endpoint: String?, region: String = "us-east-1", addressing: S3Addressing = .path,
