@@ -26,6 +26,9 @@ let package = Package(
             name: "CXXHash", pkgConfig: "libxxhash",
             providers: [.apt(["libxxhash-dev"])]),
 
+        // Linux file calls Swift's Glibc module cannot see (sync_file_range).
+        .target(name: "CFileSystem"),
+
         // Configuration: config.json, environment and flags, validated.
         .target(name: "Config"),
         // Integrity: xxh3-64 / xxh3-128 digests (libxxhash).
@@ -42,7 +45,9 @@ let package = Package(
         // The NVMe tier: verified blobs, snapshots, resumable pulls.
         .target(
             name: "Staging",
-            dependencies: ["Integrity", "Models", "ObjectStore", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "CFileSystem", "Integrity", "Models", "ObjectStore", .product(name: "Logging", package: "swift-log"),
+            ]),
         // The one executable.
         .executableTarget(
             name: "weightcache",

@@ -1,3 +1,4 @@
+import CFileSystem
 import Foundation
 import Integrity
 import Logging
@@ -15,8 +16,10 @@ import Glibc
 /// store, key, size and ETag). Each part's blocks are hashed as soon as the part
 /// lands (read back from the page cache) and checked against the manifest's
 /// xxh3-64s before the block map records them; a mismatch fails the pull naming
-/// the block. When every block is in, the partial is fsynced, hashed whole
-/// against the xxh3-128, and renamed to `blobs/<xxh3-128>`. A crash leaves the
+/// the block. The same read feeds the whole-file xxh3-128 (`FrontierHasher`),
+/// and each verified part's writeback starts at once. When every block is in,
+/// the partial is fsynced, its xxh3-128 compared, and it is renamed to
+/// `blobs/<xxh3-128>`. A crash leaves the
 /// partial and its map: the next pull re-checks the blocks the map claims and
 /// fetches only the parts still missing.
 struct BlobPuller: Sendable {
@@ -90,22 +93,35 @@ struct BlobPuller: Sendable {
 
         var downloaded: UInt64 = 0
         for part in parts { downloaded += UInt64(downloader.range(ofPart: part, size: object.size).count) }
+        let size = object.size
+        let downloader = self.downloader
+        let hasher = FrontierHasher(
+            partCount: downloader.partCount(size),
+            ready: Set(0..<downloader.partCount(size)).subtracting(parts)
+        ) { part throws(StagingError) in try partial.read(downloader.range(ofPart: part, size: size)) }
         do {
             try await downloader.fill(object, from: store, into: partial.output, parts: parts, progress: progress) {
                 part, range in
+                // One read of the landed part serves the block checks and the whole-file hash.
+                let buffer = try partial.read(range)
                 let first = Int(range.lowerBound / UInt64(blockSize))
                 let last = Int((range.upperBound + UInt64(blockSize) - 1) / UInt64(blockSize))
-                if let expected {
-                    for block in first..<last {
-                        let actual = try partial.hash(Self.range(ofBlock: block, blockSize: blockSize, size: object.size))
-                        guard actual == expected[block] else {
-                            throw StagingError.integrity(
-                                model: model, file: file.path, block: block, expected: hex16(expected[block]),
-                                actual: hex16(actual))
+                try buffer.withBytes { (bytes) throws(StagingError) in
+                    if let expected {
+                        for block in first..<last {
+                            let start = block * blockSize - Int(range.lowerBound)
+                            let actual = xxh3_64(UnsafeRawBufferPointer(rebasing: bytes[start..<min(bytes.count, start + blockSize)]))
+                            guard actual == expected[block] else {
+                                throw StagingError.integrity(
+                                    model: model, file: file.path, block: block, expected: hex16(expected[block]),
+                                    actual: hex16(actual))
+                            }
                         }
                     }
+                    try map.set(first..<last, landed: true)
+                    partial.startWriteback(range)
+                    try hasher.landed(part, bytes: bytes)
                 }
-                try map.set(first..<last, landed: true)
             }
         } catch let error as StagingError {
             throw error
@@ -116,10 +132,7 @@ struct BlobPuller: Sendable {
         }
 
         try partial.sync()
-        let whole: Digest128
-        do { whole = try Digest128.ofFile(atPath: partialPath) } catch {
-            throw .localIO(syscall: error.syscall, path: error.path, errno: error.errno)
-        }
+        let whole = try hasher.finish()
         if let digest = file.xxh3_128, whole.description != digest {
             // Every block matched but the whole does not: the manifest contradicts itself.
             partial.discard()
@@ -177,18 +190,32 @@ final class PartialFile: @unchecked Sendable {
 
     var output: OutputFile { OutputFile(descriptor: descriptor, path: path) }
 
+    /// The bytes in `range` as they are on disk now.
+    func read(_ range: Range<UInt64>) throws(StagingError) -> PartBuffer {
+        let buffer = PartBuffer(count: Int(range.count))
+        let failure = buffer.withMutableBytes { target -> Int32 in
+            var done = 0
+            while done < target.count {
+                let n = pread(descriptor, target.baseAddress! + done, target.count - done, off_t(range.lowerBound) + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return n < 0 ? errno : EIO }
+                done += n
+            }
+            return 0
+        }
+        if failure != 0 { throw .localIO(syscall: "pread", path: path, errno: failure) }
+        return buffer
+    }
+
     /// xxh3-64 of the bytes in `range` as they are on disk now.
     func hash(_ range: Range<UInt64>) throws(StagingError) -> UInt64 {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(range.count), alignment: 64)
-        defer { buffer.deallocate() }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(range.lowerBound) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw .localIO(syscall: "pread", path: path, errno: n < 0 ? errno : EIO) }
-            done += n
-        }
-        return xxh3_64(UnsafeRawBufferPointer(buffer))
+        try read(range).withBytes { xxh3_64($0) }
+    }
+
+    /// Starts writing `range` back to disk now, so that the final fsync has
+    /// little left to wait for (writeback overlaps the rest of the download).
+    func startWriteback(_ range: Range<UInt64>) {
+        _ = wc_start_writeback(descriptor, Int64(range.lowerBound), Int64(range.count))
     }
 
     func sync() throws(StagingError) {

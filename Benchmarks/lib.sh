@@ -1,0 +1,97 @@
+# Shared by the benchmark scripts: build, server, timing, the table.
+# Callers set: repo, runs, size_mib, wc_args; they get: bin, work, log, timed,
+# random_file, run_interleaved (fills secs[tool] and rss[tool]), print_table.
+
+bin=$repo/.build-release/release/weightcache
+log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+
+build_release() {
+  log "building release binary (swift build -c release --scratch-path .build-release)"
+  swift build -c release --scratch-path "$repo/.build-release" --product weightcache >&2
+}
+
+# Starts a SeaweedFS of our own in a temp dir; stops it and removes the dir on exit.
+start_server() {
+  work=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/weightcache-bench.XXXXXX")
+  trap 'bash "$repo/scripts/s3-server.sh" stop "$work/s3" >&2 || true; rm -rf "$work"' EXIT
+  trap 'exit 130' INT TERM
+  eval "$(bash "$repo/scripts/s3-server.sh" start "$work/s3")"
+  export AWS_ENDPOINT_URL=$WEIGHTCACHE_TEST_S3_ENDPOINT AWS_REGION=$WEIGHTCACHE_TEST_S3_REGION
+  export AWS_ACCESS_KEY_ID=$WEIGHTCACHE_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$WEIGHTCACHE_TEST_S3_SECRET_KEY
+}
+
+# Incompressible bytes, fast: AES-CTR of zeros.
+random_file() {
+  openssl enc -aes-128-ctr -nosalt -K "$(openssl rand -hex 16)" -iv "$(openssl rand -hex 16)" \
+    </dev/zero 2>/dev/null | head -c "$(($2 << 20))" >"$1" || true
+}
+
+# Runs "$@" and prints "SECONDS MAXRSS_KIB": wall time from fork to exit and the
+# child's peak RSS (wait4). Python starts before the clock does.
+timed() {
+  python3 - "$@" <<'PY'
+import os, sys, time
+argv = sys.argv[1:]
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+t1 = time.perf_counter()
+print(f"{t1 - t0:.6f} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+}
+
+# One untimed warm-up round, then $runs interleaved rounds of run_tool TOOL.
+declare -A secs rss
+run_interleaved() {
+  local tool round seconds kib
+  for tool in "$@"; do
+    run_tool "$tool" >"$work/$tool.log" 2>&1 || { cat "$work/$tool.log" >&2; exit 1; }
+    secs[$tool]="" rss[$tool]=0
+  done
+  for ((round = 1; round <= runs; round++)); do
+    for tool in "$@"; do
+      run_tool "$tool" >"$work/$tool.log" 2>&1 || { echo "$tool failed:" >&2; cat "$work/$tool.log" >&2; exit 1; }
+      read -r seconds kib < <(tail -n 1 "$work/$tool.log")
+      secs[$tool]+="$seconds "
+      [ $((kib / 1024)) -gt "${rss[$tool]}" ] && rss[$tool]=$((kib / 1024))
+      log "round $round/$runs $(printf '%-6s' "$tool") ${seconds} s"
+    done
+  done
+}
+
+# print_table NAME DESCRIPTION TOOL...: MiB/s per run, medians, ratio to the
+# first tool, peak RSS; also written to Benchmarks/results/NAME-<UTC>.txt.
+print_table() {
+  local name=$1 what=$2
+  shift 2
+  mkdir -p "$repo/Benchmarks/results"
+  local result
+  result=$repo/Benchmarks/results/$name-$(date -u +%Y%m%dT%H%M%SZ).txt
+  {
+    echo "# $name  $(date -u '+%Y-%m-%d %H:%M:%S UTC')  commit $(git -C "$repo" rev-parse --short HEAD)"
+    echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "$what"
+    echo "weightcache flags: ${wc_args:-(defaults)}; $runs runs per tool after a warm-up round, interleaved"
+    echo
+    for tool in "$@"; do echo "$tool ${rss[$tool]} ${secs[$tool]}"; done | python3 -c '
+import statistics, sys
+size = float(sys.argv[1])
+rows = [(l.split()[0], l.split()[1], [size / float(x) for x in l.split()[2:]]) for l in sys.stdin if l.strip()]
+base = statistics.median(rows[0][2])
+head = ["tool"] + [f"run{i + 1}" for i in range(len(rows[0][2]))] + ["median", f"vs {rows[0][0]}", "peak RSS MiB"]
+body = [[t] + [f"{x:.1f}" for x in xs] + [f"{statistics.median(xs):.1f}", f"{statistics.median(xs) / base:.2f}", r] for t, r, xs in rows]
+widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+print(fmt(head)); print("  ".join("-" * w for w in widths))
+for r in body: print(fmt(r))
+print("(MiB/s of the whole command; ratio = median / first row median)")
+' "$size_mib"
+  } | tee "$result"
+  log "written to ${result#"$repo"/}"
+}

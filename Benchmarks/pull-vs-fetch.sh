@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# pull-vs-fetch: what verification and staging cost. In one run, on the same
+# 2 GiB model file on a local SeaweedFS, times
+#   - `weightcache fetch` of the file's object (parallel ranged GETs, no checks), and
+#   - `weightcache pull` of the model into an empty staging directory (the same
+#     GETs, plus per-block xxh3-64 checks as parts land, an fsync, a whole-file
+#     xxh3-128 check, the rename into blobs/ and the snapshot),
+# interleaved, RUNS times each after one untimed warm-up round, and prints the
+# medians and their ratio. Target: pull within 10% of fetch.
+#
+#   Benchmarks/pull-vs-fetch.sh        RUNS=5 SIZE_MIB=2048 WC_ARGS="" as in fetch-vs-peers.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+# shellcheck source=Benchmarks/lib.sh
+. "$repo/Benchmarks/lib.sh"
+
+runs=${RUNS:-5}
+size_mib=${SIZE_MIB:-2048}
+wc_args=${WC_ARGS:-}
+
+build_release
+start_server  # sets $work, exports AWS_* for weightcache
+
+log "generating a ${size_mib} MiB model file and pushing it"
+mkdir -p "$work/model"
+random_file "$work/model/weights.bin" "$size_mib"
+echo '{"architectures": ["Bench"]}' >"$work/model/config.json"
+export WEIGHTCACHE_MODELS=s3://bench-models/root
+"$bin" push --create-bucket "$work/model" bench/model@main >&2
+rm -rf "$work/model"
+key=root/bench/model/main/weights.bin
+
+run_tool() {
+  rm -rf "$work/staging" "$work/out.bin"
+  sync
+  case $1 in
+    fetch)
+      # shellcheck disable=SC2086
+      timed "$bin" fetch $wc_args "s3://bench-models/$key" "$work/out.bin" ;;
+    pull)
+      # shellcheck disable=SC2086
+      WEIGHTCACHE_STAGING_DIRECTORY=$work/staging timed "$bin" pull $wc_args bench/model@main ;;
+  esac
+}
+
+run_interleaved fetch pull
+print_table "pull-vs-fetch" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run" fetch pull
