@@ -72,6 +72,17 @@ struct SnapshotWriter: Sendable {
             let id = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
             Digest128(hex: id) != nil, fileExists(layout.snapshots(reference.name) + "/" + id)
         else { throw .notStaged(model: reference.description) }
-        return layout.snapshots(reference.name) + "/" + id
+        let snapshot = layout.snapshots(reference.name) + "/" + id
+        // A blob quarantined since the pull leaves a dangling link: not whole any more.
+        if let walker = FileManager.default.enumerator(atPath: snapshot) {
+            while let relative = walker.nextObject() as? String {
+                if walker.fileAttributes?[.type] as? FileAttributeType == .typeSymbolicLink,
+                    !fileExists(snapshot + "/" + relative)
+                {
+                    throw .notStaged(model: reference.description)
+                }
+            }
+        }
+        return snapshot
     }
 }

@@ -7,6 +7,7 @@
 //   locks/<id>.lock                       flock'd by whoever downloads <id>: one download per blob
 //   models/<name>/@snapshots/<id>/<path>  relative symlinks to blobs, with the model's own file names
 //   models/<name>/@refs/<revision>        the snapshot id a revision points at
+//   quarantine/<xxh3-128>.<time>          blobs that failed a check, never served
 //
 // Only verified, fsynced content is ever renamed into blobs/, and a snapshot is
 // built beside its final name and renamed into place, so a reader sees either
@@ -29,6 +30,8 @@ public struct StagingLayout: Sendable, Equatable {
     public var blobs: String { root + "/blobs" }
     public var partials: String { root + "/partials" }
     public var locks: String { root + "/locks" }
+    /// Blobs whose content did not match their name, kept for inspection.
+    public var quarantine: String { root + "/quarantine" }
 
     public func blob(_ digest: String) -> String { blobs + "/" + digest }
     func partial(_ id: String) -> String { partials + "/" + id + ".partial" }

@@ -104,3 +104,20 @@ struct PathCommand: AsyncParsableCommand {
         print(try wiring.staging().path(of: try ModelReference(parsing: model)))
     }
 }
+
+struct Verify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check the staging directory: hash every blob, quarantine mismatches, remove crash leftovers.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.verify"))
+        let report = try wiring.staging().check(logger: wiring.logger)
+        print(
+            "verified \(report.blobsVerified) blob(s): \(report.quarantined.count) quarantined, "
+                + "\(report.removed.count) leftover(s) removed, \(report.resumable) partial(s) kept for resume")
+        for path in report.quarantined { print("quarantined: \(path)") }
+        if !report.quarantined.isEmpty { throw ExitCode(2) }
+    }
+}

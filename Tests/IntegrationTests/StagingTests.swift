@@ -139,6 +139,46 @@ final class StagingTests: XCTestCase {
         XCTAssertThrowsError(try makeStaging().path(of: reference), "a snapshot was published")
     }
 
+    func testCheckQuarantinesCorruptBlobsAndAPullRepairs() async throws {
+        let model = try makeModel(bigMiB: 12, shards: 1)
+        let repository = try await makeRepository("check")
+        let reference = try ModelReference(parsing: "check@main")
+        let manifest = try await repository.push(directory: model, as: reference)
+        let staging = makeStaging()
+        let resolved = try await repository.resolve(reference)
+        _ = try await staging.pull(resolved, from: repository)
+
+        // Rot on disk: one byte of one blob changes; plus leftovers of a crash.
+        let shard = try XCTUnwrap(manifest.files.first { $0.path.hasSuffix(".safetensors") })
+        let blob = staging.layout.blob(shard.xxh3_128!)
+        chmod(blob, 0o644)
+        let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: blob))
+        try handle.seek(toOffset: 4096)
+        let byte = try XCTUnwrap(handle.readData(ofLength: 1).first)
+        try handle.seek(toOffset: 4096)
+        handle.write(Data([byte ^ 0x80]))
+        try handle.close()
+        FileManager.default.createFile(atPath: staging.layout.partials + "/orphan.partial", contents: Data([1]))
+        try FileManager.default.createDirectory(
+            atPath: staging.layout.root + "/models/check/@snapshots/.tmp-dead", withIntermediateDirectories: true)
+
+        let report = try staging.check(logger: logger)
+        XCTAssertEqual(report.blobsVerified, manifest.files.count)
+        XCTAssertEqual(report.quarantined.count, 1)
+        XCTAssertTrue(report.quarantined[0].contains("/quarantine/\(shard.xxh3_128!)."), "\(report.quarantined)")
+        XCTAssertEqual(report.removed.count, 2, "\(report.removed)")
+        XCTAssertFalse(blobNames().contains(shard.xxh3_128!), "a corrupt blob is still served")
+        XCTAssertThrowsError(try staging.path(of: reference), "a snapshot with a quarantined blob is not whole")
+
+        // The next pull fetches just that file again; the model is whole and right.
+        let repaired = try await staging.pull(resolved, from: repository)
+        XCTAssertEqual(repaired.downloaded, shard.size)
+        XCTAssertEqual(try staging.path(of: reference), repaired.snapshot)
+        XCTAssertEqual(
+            try Digest128.ofFile(atPath: repaired.snapshot + "/" + shard.path).description, shard.xxh3_128)
+        XCTAssertEqual(try staging.check(logger: logger).quarantined, [])
+    }
+
     func testConcurrentPullsDownloadEachBlobOnce() async throws {
         let model = try makeModel(bigMiB: 40, shards: 2)
         let repository = try await makeRepository("twice")
