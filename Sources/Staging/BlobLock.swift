@@ -32,5 +32,16 @@ final class BlobLock: Sendable {
         return try result.get()
     }
 
+    /// The lock if nobody holds it now, else nil; never waits.
+    static func tryAcquire(_ path: String) -> BlobLock? {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return nil }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return nil
+        }
+        return BlobLock(descriptor: fd)
+    }
+
     deinit { close(descriptor) }  // closing the last descriptor releases the flock
 }

@@ -25,6 +25,7 @@ import Glibc
 struct BlobPuller: Sendable {
     let layout: StagingLayout
     let downloader: ParallelDownloader
+    let budget: StagingBudget
     let logger: Logger
 
     struct Outcome: Sendable, Equatable {
@@ -62,6 +63,43 @@ struct BlobPuller: Sendable {
             return Outcome(digest: digest, downloaded: 0, resumed: 0, alreadyStaged: true)
         }
 
+        let evictor = Evictor(layout: layout, budget: budget, logger: logger)
+        try evictor.makeRoom(
+            for: object.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path)
+        do {
+            return try await stage(file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
+        } catch where error.isNoSpace {
+            // The filesystem filled up under us (other writers, no fallocate):
+            // evict as if our reservation did not exist yet, and try once more.
+            let first = error
+            let evicted = try evictor.makeRoom(for: object.size, alreadyAllocated: 0, model: model, file: file.path)
+            var second = first
+            if !evicted.isEmpty {
+                do throws(StagingError) {
+                    return try await stage(
+                        file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
+                } catch where error.isNoSpace {
+                    second = error
+                }
+            }
+            unlink(layout.partial(id))
+            unlink(layout.blockMap(id))
+            throw .noSpace(model: model, file: file.path, needed: object.size, detail: "\(second)")
+        }
+    }
+
+    /// Allocated bytes of a file on disk (0 if absent).
+    private func allocated(_ path: String) -> UInt64 {
+        var info = stat()
+        return stat(path, &info) == 0 ? UInt64(info.st_blocks) * 512 : 0
+    }
+
+    /// Downloads what the partial lacks, verifies, and publishes the blob. Holds the blob's lock.
+    private func stage(
+        _ file: Manifest.File, _ object: ObjectInfo, id: String, blockSize: Int, model: String,
+        from store: any ObjectStore, progress: ProgressHandler?
+    ) async throws(StagingError) -> Outcome {
+        func storeError(_ error: ObjectStoreError) -> StagingError { .store(model: model, file: file.path, error) }
         let partialPath = layout.partial(id)
         let partial = try PartialFile(path: partialPath, size: object.size)
         let blockCount = Int((object.size + UInt64(blockSize) - 1) / UInt64(blockSize))
@@ -153,6 +191,19 @@ struct BlobPuller: Sendable {
     /// Marks a staged blob as recently used (for LRU eviction); false if absent.
     func touch(_ path: String) -> Bool {
         utimes(path, nil) == 0
+    }
+}
+
+extension StagingError {
+    /// ENOSPC, from our own writes or from the store writing into our file.
+    var isNoSpace: Bool {
+        switch self {
+        case .localIO(_, _, let e): e == ENOSPC
+        case .store(_, _, let error):
+            if case .localIO(_, _, let e) = error.underlying { e == ENOSPC } else { false }
+        case .noSpace: true
+        default: false
+        }
     }
 }
 

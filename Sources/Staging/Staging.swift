@@ -13,9 +13,11 @@ public struct Staging: Sendable {
 
     /// The downloader's part size is rounded to whole blocks of each model's
     /// block size at pull time.
-    public init(directory: String, downloader: ParallelDownloader, logger: Logger) {
+    public init(
+        directory: String, downloader: ParallelDownloader, budget: StagingBudget = .unlimited, logger: Logger
+    ) {
         layout = StagingLayout(root: directory)
-        puller = BlobPuller(layout: layout, downloader: downloader, logger: logger)
+        puller = BlobPuller(layout: layout, downloader: downloader, budget: budget, logger: logger)
         snapshots = SnapshotWriter(layout: layout)
     }
 
@@ -43,7 +45,8 @@ public struct Staging: Sendable {
         let blockSize = model.manifest.blockSize
         var downloader = puller.downloader
         downloader.partSize = max(UInt64(blockSize), downloader.partSize / UInt64(blockSize) * UInt64(blockSize))
-        let puller = BlobPuller(layout: layout, downloader: downloader, logger: self.puller.logger)
+        let puller = BlobPuller(
+            layout: layout, downloader: downloader, budget: self.puller.budget, logger: self.puller.logger)
         for file in model.manifest.files {
             let outcome = try await puller.pull(
                 file, blockSize: blockSize, model: model.reference.description,

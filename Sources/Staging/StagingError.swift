@@ -16,6 +16,8 @@ public enum StagingError: Error, Sendable, Equatable, CustomStringConvertible {
     case localIO(syscall: String, path: String, errno: Int32)
     /// `path` of a model that was never pulled into this staging directory.
     case notStaged(model: String)
+    /// Not enough room for a file even after evicting every unpinned blob.
+    case noSpace(model: String, file: String, needed: UInt64, detail: String)
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum StagingError: Error, Sendable, Equatable, CustomStringConvertible {
         case .localIO(let syscall, let path, let errno):
             "\(syscall)(\(path)) failed: \(String(cString: strerror(errno))) (errno \(errno))"
         case .notStaged(let model): "\(model) is not staged here: run `weightcache pull \(model)` first"
+        case .noSpace(let model, let file, let needed, let detail):
+            "no room to stage \(model), file \(file) (\(needed) bytes) even after evicting every unpinned blob: \(detail)"
         }
     }
 }

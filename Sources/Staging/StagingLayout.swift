@@ -7,6 +7,7 @@
 //   locks/<id>.lock                       flock'd by whoever downloads <id>: one download per blob
 //   models/<name>/@snapshots/<id>/<path>  relative symlinks to blobs, with the model's own file names
 //   models/<name>/@refs/<revision>        the snapshot id a revision points at
+//   models/<name>/@pins/<revision>        present while the revision is pinned (never evicted)
 //   quarantine/<xxh3-128>.<time>          blobs that failed a check, never served
 //
 // Only verified, fsynced content is ever renamed into blobs/, and a snapshot is
@@ -40,6 +41,7 @@ public struct StagingLayout: Sendable, Equatable {
     func model(_ name: String) -> String { root + "/models/" + name }
     func snapshots(_ name: String) -> String { model(name) + "/@snapshots" }
     func refs(_ name: String) -> String { model(name) + "/@refs" }
+    func pins(_ name: String) -> String { model(name) + "/@pins" }
 
     /// Creates the fixed folders.
     public func prepare() throws(StagingError) {

@@ -21,6 +21,7 @@ extension Wiring {
             downloader: ParallelDownloader(
                 partSize: config.transfer.partSize, concurrency: config.transfer.concurrency,
                 maxBytesPerSecond: config.transfer.maxBytesPerSecond),
+            budget: StagingBudget(budgetBytes: config.staging.budgetBytes, minFreeBytes: config.staging.minFreeBytes),
             logger: logger)
     }
 }
@@ -102,6 +103,22 @@ struct PathCommand: AsyncParsableCommand {
     func run() async throws {
         let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.path"))
         print(try wiring.staging().path(of: try ModelReference(parsing: model)))
+    }
+}
+
+struct Pin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pin a pulled model revision: its blobs are never evicted from staging.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "NAME[@REVISION]") var model: String
+    @Flag(help: "Remove the pin instead.") var remove = false
+
+    func run() async throws {
+        let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.pin"))
+        let reference = try ModelReference(parsing: model)
+        if remove { try wiring.staging().unpin(reference) } else { try wiring.staging().pin(reference) }
+        print("\(remove ? "unpinned" : "pinned") \(reference)")
     }
 }
 
