@@ -40,13 +40,16 @@ let package = Package(
                 "CCurl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // lz4 frames (liblz4).
+        .target(name: "Compression", dependencies: ["CLZ4"]),
         // Published models: references, manifests, push, resolution.
-        .target(name: "Models", dependencies: ["Integrity", "ObjectStore"]),
+        .target(name: "Models", dependencies: ["Compression", "Integrity", "ObjectStore"]),
         // The NVMe tier: verified blobs, snapshots, resumable pulls.
         .target(
             name: "Staging",
             dependencies: [
-                "CFileSystem", "Integrity", "Models", "ObjectStore", .product(name: "Logging", package: "swift-log"),
+                "CFileSystem", "Compression", "Integrity", "Models", "ObjectStore",
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // The one executable.
         .executableTarget(
@@ -59,7 +62,7 @@ let package = Package(
 
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Compression"]),
         .testTarget(
             name: "ObjectStoreTests",
             dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),

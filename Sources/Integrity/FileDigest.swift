@@ -8,6 +8,12 @@ public struct FileDigestError: Error, Equatable, CustomStringConvertible {
     public var path: String
     public var errno: Int32
 
+    public init(syscall: String, path: String, errno: Int32) {
+        self.syscall = syscall
+        self.path = path
+        self.errno = errno
+    }
+
     public var description: String {
         "\(syscall)(\(path)): \(String(cString: strerror(errno))) (errno \(errno))"
     }
@@ -20,8 +26,12 @@ public struct FileDigests: Sendable, Equatable {
     public var blocks: [UInt64]
 
     /// Reads `path` once, sequentially, `blockSize` bytes at a time, so memory
-    /// stays at one block whatever the file size. Blocks the calling thread.
-    public init(ofFile path: String, blockSize: Int) throws(FileDigestError) {
+    /// stays at one block whatever the file size; `eachBlock` sees every block
+    /// in order (to compress it in the same pass). Blocks the calling thread.
+    public init(
+        ofFile path: String, blockSize: Int,
+        eachBlock: (UnsafeRawBufferPointer) throws(FileDigestError) -> Void = { _ in }
+    ) throws(FileDigestError) {
         precondition(blockSize > 0)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FileDigestError(syscall: "open", path: path, errno: errno) }
@@ -48,6 +58,7 @@ public struct FileDigests: Sendable, Equatable {
             let block = UnsafeRawBufferPointer(rebasing: buffer[0..<filled])
             hasher.update(block)
             blocks.append(xxh3_64(block))
+            try eachBlock(block)
             size += UInt64(filled)
             if filled < blockSize { break }
         }

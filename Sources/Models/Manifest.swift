@@ -28,9 +28,14 @@ public struct Manifest: Codable, Sendable, Equatable {
         /// xxh3-64 of each `blockSize` block of the content, 16 hex digits each.
         public var blocks: [String]?
         public var encoding: Encoding
+        /// For `lz4`: the stored size of each block's frame, in block order (the
+        /// object is the frames back to back), so any run of blocks can be
+        /// fetched by range and decoded on its own.
+        public var frames: [UInt64]?
 
         public init(
-            path: String, object: String, size: UInt64, xxh3_128: String?, blocks: [String]?, encoding: Encoding = .raw
+            path: String, object: String, size: UInt64, xxh3_128: String?, blocks: [String]?,
+            encoding: Encoding = .raw, frames: [UInt64]? = nil
         ) {
             self.path = path
             self.object = object
@@ -38,6 +43,12 @@ public struct Manifest: Codable, Sendable, Equatable {
             self.xxh3_128 = xxh3_128
             self.blocks = blocks
             self.encoding = encoding
+            self.frames = frames
+        }
+
+        /// Bytes of the stored object: the size, or the frames' sum for lz4.
+        public var storedSize: UInt64 {
+            encoding == .lz4 ? (frames ?? []).reduce(0, +) : size
         }
     }
 
@@ -106,8 +117,16 @@ public struct Manifest: Codable, Sendable, Equatable {
             guard (file.xxh3_128 == nil) == (file.blocks == nil) else {
                 throw fail(file.path, "xxh3_128 and blocks go together")
             }
-            guard file.encoding == .raw else {
-                throw fail(file.path, "encoding \(file.encoding.rawValue) is not supported by this version")
+            switch file.encoding {
+            case .raw:
+                guard file.frames == nil else { throw fail(file.path, "frames are for lz4 files only") }
+            case .lz4:
+                guard let frames = file.frames, let blocks = file.blocks, frames.count == blocks.count else {
+                    throw fail(file.path, "an lz4 file lists one frame size per block")
+                }
+                if let bad = frames.firstIndex(where: { $0 == 0 || $0 > UInt64(blockSize) * 2 + 65_536 }) {
+                    throw fail(file.path, "frame \(bad) size \(frames[bad]) is impossible for a \(blockSize)-byte block")
+                }
             }
         }
         // A file may not also be a directory of another ("a" and "a/b").

@@ -1,3 +1,4 @@
+import Compression
 import Foundation
 import Integrity
 import ObjectStore
@@ -61,22 +62,33 @@ public struct ModelRepository: Sendable {
     /// Publishes every regular file under `directory` (symlinks followed, so a
     /// Hugging Face snapshot folder works; `.git` skipped) as `reference`:
     /// files first, each uploaded in parallel parts, then the manifest, last.
+    /// With `compress`, each file is stored as lz4 frames, one per block
+    /// (`PATH.lz4`), through a temporary file in `scratch`.
     public func push(
         directory: String, as reference: ModelReference, blockSize: Int = Manifest.defaultBlockSize,
-        progress: ProgressHandler? = nil
+        compress: Bool = false, scratch: String = NSTemporaryDirectory(), progress: ProgressHandler? = nil
     ) async throws(ModelError) -> Manifest {
         let paths = try Self.regularFiles(under: directory)
         var files: [Manifest.File] = []
         for path in paths {
             let full = directory + "/" + path
-            let digests: FileDigests
-            do { digests = try FileDigests(ofFile: full, blockSize: blockSize) } catch {
-                throw .localIO(syscall: error.syscall, path: error.path, errno: error.errno)
+            var file: Manifest.File
+            var upload = full
+            if compress {
+                let packed = scratch + "/.weightcache-push-\(UUID().uuidString).lz4"
+                file = try Self.pack(full, as: path, blockSize: blockSize, into: packed)
+                upload = packed
+            } else {
+                let digests: FileDigests
+                do { digests = try FileDigests(ofFile: full, blockSize: blockSize) } catch {
+                    throw .localIO(syscall: error.syscall, path: error.path, errno: error.errno)
+                }
+                file = Manifest.File(
+                    path: path, object: path, size: digests.size, xxh3_128: digests.whole.description,
+                    blocks: digests.blocks.map(hex16))
             }
-            let file = Manifest.File(
-                path: path, object: path, size: digests.size, xxh3_128: digests.whole.description,
-                blocks: digests.blocks.map(hex16))
-            do { try await store.upload(key(of: file, in: reference), fromFile: full, progress: progress) } catch {
+            defer { if upload != full { unlink(upload) } }
+            do { try await store.upload(key(of: file, in: reference), fromFile: upload, progress: progress) } catch {
                 throw .store(error)
             }
             files.append(file)
@@ -87,6 +99,32 @@ public struct ModelRepository: Sendable {
             throw .store(error)
         }
         return manifest
+    }
+
+    /// One pass over `source`: digests, and each block as an lz4 frame appended to `destination`.
+    static func pack(_ source: String, as path: String, blockSize: Int, into destination: String) throws(ModelError) -> Manifest.File {
+        guard let output = FileHandle(forWritingAtPath: destination)
+            ?? (FileManager.default.createFile(atPath: destination, contents: nil)
+                ? FileHandle(forWritingAtPath: destination) : nil)
+        else { throw .localIO(syscall: "create", path: destination, errno: errno) }
+        defer { try? output.close() }
+        var frames: [UInt64] = []
+        let digests: FileDigests
+        do throws(FileDigestError) {
+            digests = try FileDigests(ofFile: source, blockSize: blockSize) { block throws(FileDigestError) in
+                let frame = LZ4Frame.compress(block)
+                frames.append(UInt64(frame.count))
+                do { try output.write(contentsOf: frame) } catch {
+                    throw FileDigestError(syscall: "write", path: destination, errno: EIO)
+                }
+            }
+        } catch {
+            unlink(destination)
+            throw .localIO(syscall: error.syscall, path: error.path, errno: error.errno)
+        }
+        return Manifest.File(
+            path: path, object: path + ".lz4", size: digests.size, xxh3_128: digests.whole.description,
+            blocks: digests.blocks.map(hex16), encoding: .lz4, frames: frames)
     }
 
     static func regularFiles(under directory: String) throws(ModelError) -> [String] {

@@ -87,14 +87,25 @@ public struct ParallelDownloader: Sendable {
         _ object: ObjectInfo, from store: some ObjectStore, into file: OutputFile, parts: [Int],
         progress: ProgressHandler?, landed: @escaping @Sendable (Int, Range<UInt64>) async throws -> Void = { _, _ in }
     ) async throws {
-        let pacer = maxBytesPerSecond > 0 ? Pacer(bytesPerSecond: maxBytesPerSecond) : nil
-        _ = try await concurrentMap(count: parts.count, concurrency: concurrency) { slot in
-            let part = parts[slot]
+        try await run(parts: parts, cost: { range(ofPart: $0, size: object.size).count }) { part in
             let range = range(ofPart: part, size: object.size)
-            try await pacer?.reserve(range.count)
             try await store.download(
                 object.key, range: range, into: file, at: range.lowerBound, ifMatch: object.etag, progress: progress)
             try await landed(part, range)
+        }
+    }
+
+    /// Runs `body` for each of `parts`, `concurrency` at a time, in order, each
+    /// paced by its `cost` in bytes when a rate cap is set. The first error
+    /// cancels the rest and is thrown. The scheduling under `fill`, for callers
+    /// that fetch parts their own way (lz4 frames).
+    public func run(
+        parts: [Int], cost: @escaping @Sendable (Int) -> Int, _ body: @escaping @Sendable (Int) async throws -> Void
+    ) async throws {
+        let pacer = maxBytesPerSecond > 0 ? Pacer(bytesPerSecond: maxBytesPerSecond) : nil
+        _ = try await concurrentMap(count: parts.count, concurrency: concurrency) { slot in
+            try await pacer?.reserve(cost(parts[slot]))
+            try await body(parts[slot])
         }
     }
 }

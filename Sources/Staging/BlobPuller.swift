@@ -50,8 +50,8 @@ struct BlobPuller: Sendable {
         }
         let object: ObjectInfo
         do { object = try await store.head(key) } catch { throw storeError(error) }
-        guard object.size == file.size else {
-            throw .sizeMismatch(model: model, file: file.path, manifest: file.size, store: object.size)
+        guard object.size == file.storedSize else {
+            throw .sizeMismatch(model: model, file: file.path, manifest: file.storedSize, store: object.size)
         }
         let id = file.xxh3_128 ?? ("k" + Digest128.of(Array("\(store.name)\0\(key)\0\(object.size)\0\(object.etag ?? "")".utf8)).description)
 
@@ -65,14 +65,14 @@ struct BlobPuller: Sendable {
 
         let evictor = Evictor(layout: layout, budget: budget, logger: logger)
         try evictor.makeRoom(
-            for: object.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path)
+            for: file.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path)
         do {
             return try await stage(file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
         } catch where error.isNoSpace {
             // The filesystem filled up under us (other writers, no fallocate):
             // evict as if our reservation did not exist yet, and try once more.
             let first = error
-            let evicted = try evictor.makeRoom(for: object.size, alreadyAllocated: 0, model: model, file: file.path)
+            let evicted = try evictor.makeRoom(for: file.size, alreadyAllocated: 0, model: model, file: file.path)
             var second = first
             if !evicted.isEmpty {
                 do throws(StagingError) {
@@ -84,7 +84,7 @@ struct BlobPuller: Sendable {
             }
             unlink(layout.partial(id))
             unlink(layout.blockMap(id))
-            throw .noSpace(model: model, file: file.path, needed: object.size, detail: "\(second)")
+            throw .noSpace(model: model, file: file.path, needed: file.size, detail: "\(second)")
         }
     }
 
@@ -101,8 +101,9 @@ struct BlobPuller: Sendable {
     ) async throws(StagingError) -> Outcome {
         func storeError(_ error: ObjectStoreError) -> StagingError { .store(model: model, file: file.path, error) }
         let partialPath = layout.partial(id)
-        let partial = try PartialFile(path: partialPath, size: object.size)
-        let blockCount = Int((object.size + UInt64(blockSize) - 1) / UInt64(blockSize))
+        let size = file.size  // decoded: for lz4 the object is smaller
+        let partial = try PartialFile(path: partialPath, size: size)
+        let blockCount = Int((size + UInt64(blockSize) - 1) / UInt64(blockSize))
         let map = try BlockMap(path: layout.blockMap(id), count: blockCount)
         let expected = file.blocks?.compactMap { UInt64($0, radix: 16) }
 
@@ -110,7 +111,7 @@ struct BlobPuller: Sendable {
         var landed = try map.load()
         var resumed: UInt64 = 0
         for block in landed.indices where landed[block] {
-            let range = Self.range(ofBlock: block, blockSize: blockSize, size: object.size)
+            let range = Self.range(ofBlock: block, blockSize: blockSize, size: size)
             if let expected, try partial.hash(range) != expected[block] {
                 landed[block] = false
                 try map.set(block..<block + 1, landed: false)
@@ -118,8 +119,9 @@ struct BlobPuller: Sendable {
                 resumed += UInt64(range.count)
             }
         }
+        let downloader = self.downloader
         let blocksPerPart = Int(downloader.partSize) / blockSize
-        let parts = (0..<downloader.partCount(object.size)).filter { part in
+        let parts = (0..<downloader.partCount(size)).filter { part in
             let blocks = (part * blocksPerPart)..<min(blockCount, (part + 1) * blocksPerPart)
             return blocks.contains { !landed[$0] }
         }
@@ -129,37 +131,46 @@ struct BlobPuller: Sendable {
             progress?(Int64(resumed))
         }
 
-        var downloaded: UInt64 = 0
-        for part in parts { downloaded += UInt64(downloader.range(ofPart: part, size: object.size).count) }
-        let size = object.size
-        let downloader = self.downloader
         let hasher = FrontierHasher(
             partCount: downloader.partCount(size),
             ready: Set(0..<downloader.partCount(size)).subtracting(parts)
         ) { part throws(StagingError) in try partial.read(downloader.range(ofPart: part, size: size)) }
-        do {
-            try await downloader.fill(object, from: store, into: partial.output, parts: parts, progress: progress) {
-                part, range in
-                // One read of the landed part serves the block checks and the whole-file hash.
-                let buffer = try partial.read(range)
-                let first = Int(range.lowerBound / UInt64(blockSize))
-                let last = Int((range.upperBound + UInt64(blockSize) - 1) / UInt64(blockSize))
-                try buffer.withBytes { (bytes) throws(StagingError) in
-                    if let expected {
-                        for block in first..<last {
-                            let start = block * blockSize - Int(range.lowerBound)
-                            let actual = xxh3_64(UnsafeRawBufferPointer(rebasing: bytes[start..<min(bytes.count, start + blockSize)]))
-                            guard actual == expected[block] else {
-                                throw StagingError.integrity(
-                                    model: model, file: file.path, block: block, expected: hex16(expected[block]),
-                                    actual: hex16(actual))
-                            }
-                        }
+        // A part's decoded bytes have landed in the partial: check its blocks,
+        // record them, start their writeback, feed the whole-file hash.
+        let accept: @Sendable (Int, Range<UInt64>, UnsafeRawBufferPointer) throws(StagingError) -> Void = {
+            (part, range, bytes) throws(StagingError) in
+            let first = Int(range.lowerBound / UInt64(blockSize))
+            let last = Int((range.upperBound + UInt64(blockSize) - 1) / UInt64(blockSize))
+            if let expected {
+                for block in first..<last {
+                    let start = block * blockSize - Int(range.lowerBound)
+                    let actual = xxh3_64(UnsafeRawBufferPointer(rebasing: bytes[start..<min(bytes.count, start + blockSize)]))
+                    guard actual == expected[block] else {
+                        throw StagingError.integrity(
+                            model: model, file: file.path, block: block, expected: hex16(expected[block]),
+                            actual: hex16(actual))
                     }
-                    try map.set(first..<last, landed: true)
-                    partial.startWriteback(range)
-                    try hasher.landed(part, bytes: bytes)
                 }
+            }
+            try map.set(first..<last, landed: true)
+            partial.startWriteback(range)
+            try hasher.landed(part, bytes: bytes)
+        }
+
+        var downloaded: UInt64 = 0
+        do {
+            switch file.encoding {
+            case .raw:
+                for part in parts { downloaded += UInt64(downloader.range(ofPart: part, size: size).count) }
+                try await downloader.fill(object, from: store, into: partial.output, parts: parts, progress: progress) {
+                    part, range in
+                    // One read of the landed part serves the block checks and the whole-file hash.
+                    try partial.read(range).withBytes { (bytes) throws(StagingError) in try accept(part, range, bytes) }
+                }
+            case .lz4:
+                downloaded = try await fetchFrames(
+                    file, object, parts: parts, blockSize: blockSize, model: model, from: store, into: partial,
+                    progress: progress, accept: accept)
             }
         } catch let error as StagingError {
             throw error
@@ -265,6 +276,16 @@ final class PartialFile: @unchecked Sendable {
 
     /// Starts writing `range` back to disk now, so that the final fsync has
     /// little left to wait for (writeback overlaps the rest of the download).
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StagingError) {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .localIO(syscall: "pwrite", path: path, errno: n < 0 ? errno : EIO) }
+            done += n
+        }
+    }
+
     func startWriteback(_ range: Range<UInt64>) {
         _ = wc_start_writeback(descriptor, Int64(range.lowerBound), Int64(range.count))
     }

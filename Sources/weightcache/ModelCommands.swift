@@ -34,9 +34,14 @@ struct Push: AsyncParsableCommand {
     @Argument(help: "Folder of the model's files (a Hugging Face snapshot folder works).") var directory: String
     @Argument(help: "NAME[@REVISION] (revision defaults to main).") var model: String
     @Flag(help: "Create the models root's bucket first if it does not exist.") var createBucket = false
+    @Option(help: "Store files compressed: lz4 (one frame per 4 MiB block; pulls stay parallel and resumable).")
+    var compress: String?
 
     func run() async throws {
         let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.push"))
+        guard compress == nil || compress == "lz4" else {
+            throw ValidationError("--compress takes lz4 (the only codec), got \(compress!)")
+        }
         let reference = try ModelReference(parsing: model)
         let repository = try wiring.repository()
         if createBucket, case .s3(let bucket, _) = try Location(parsing: wiring.config.models.root) {
@@ -46,9 +51,14 @@ struct Push: AsyncParsableCommand {
         let progress = ProgressDisplay(total: size, files: 1)
         progress.start()
         defer { progress.stop() }
-        let manifest = try await repository.push(directory: directory, as: reference, progress: progress.add)
+        let manifest = try await repository.push(
+            directory: directory, as: reference, compress: compress == "lz4", progress: progress.add)
         progress.stop()
-        print("pushed \(reference): \(manifest.files.count) file(s), \(formatBytes(size)) to \(repository.location(of: reference))")
+        let stored = manifest.files.reduce(0) { $0 + $1.storedSize }
+        print(
+            "pushed \(reference): \(manifest.files.count) file(s), \(formatBytes(size))"
+                + (compress == nil ? "" : String(format: " stored as %@ (ratio %.3f)", formatBytes(stored), Double(size) / Double(max(stored, 1))))
+                + " to \(repository.location(of: reference))")
     }
 
     static func totalSize(_ directory: String) throws -> UInt64 {

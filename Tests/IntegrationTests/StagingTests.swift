@@ -139,6 +139,48 @@ final class StagingTests: XCTestCase {
         XCTAssertThrowsError(try makeStaging().path(of: reference), "a snapshot was published")
     }
 
+    func testLZ4CompressedModelRoundTripsAndCorruptFramesAreCaught() async throws {
+        let model = try makeModel(bigMiB: 40, shards: 2)
+        let repository = try await makeRepository("lz4")
+        let reference = try ModelReference(parsing: "packed@main")
+        let manifest = try await repository.push(directory: model, as: reference, compress: true)
+        let shard = try XCTUnwrap(manifest.files.first { $0.path == "model-00001-of-00002.safetensors" })
+        XCTAssertEqual(shard.encoding, .lz4)
+        XCTAssertEqual(shard.object, shard.path + ".lz4")
+        let stored = try await repository.store.head(repository.key(of: shard, in: reference)).size
+        XCTAssertEqual(stored, shard.storedSize)
+
+        // Small parts: several frames per GET and several GETs per file.
+        let staging = makeStaging(partSize: 8 << 20)
+        let report = try await staging.pull(try await repository.resolve(reference), from: repository)
+        XCTAssertEqual(report.downloaded, manifest.files.reduce(0) { $0 + $1.storedSize })
+        for file in manifest.files {
+            XCTAssertEqual(
+                try Digest128.ofFile(atPath: report.snapshot + "/" + file.path),
+                try Digest128.ofFile(atPath: model + "/" + file.path), file.path)
+        }
+
+        // One byte flipped inside frame 3 of the stored object: the pull names block 3.
+        var bytes = try await repository.store.get(repository.key(of: shard, in: reference))
+        let frameStart = shard.frames![0..<3].reduce(0, +)
+        bytes[Int(frameStart + shard.frames![3] / 2)] ^= 0x55
+        try await repository.store.put(repository.key(of: shard, in: reference), bytes: bytes)
+        let fresh = Staging(
+            directory: directory + "/staging-2", downloader: ParallelDownloader(partSize: 8 << 20, concurrency: 4),
+            logger: logger)
+        let resolved = try await repository.resolve(reference)
+        do {
+            _ = try await fresh.pull(resolved, from: repository)
+            XCTFail("a corrupt lz4 frame was staged")
+        } catch {
+            guard case .integrity(_, let file, let block, _, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(file, shard.path)
+            XCTAssertEqual(block, 3)
+        }
+        let blobs = (try? FileManager.default.contentsOfDirectory(atPath: directory + "/staging-2/blobs")) ?? []
+        XCTAssertFalse(blobs.contains(shard.xxh3_128!))
+    }
+
     func testCheckQuarantinesCorruptBlobsAndAPullRepairs() async throws {
         let model = try makeModel(bigMiB: 12, shards: 1)
         let repository = try await makeRepository("check")
