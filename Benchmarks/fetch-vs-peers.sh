@@ -65,7 +65,8 @@ trap 'exit 130' INT TERM  # run the EXIT trap on Ctrl-C / kill too
 
 log "starting SeaweedFS in $state"
 server_started=1
-eval "$("$repo/scripts/s3-server.sh" start "$state")"
+server_env=$("$repo/scripts/s3-server.sh" start "$state")
+eval "$server_env"
 
 endpoint=$WEIGHTCACHE_TEST_S3_ENDPOINT
 region=$WEIGHTCACHE_TEST_S3_REGION

@@ -15,7 +15,9 @@ start_server() {
   work=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/weightcache-bench.XXXXXX")
   trap 'bash "$repo/scripts/s3-server.sh" stop "$work/s3" >&2 || true; rm -rf "$work"' EXIT
   trap 'exit 130' INT TERM
-  eval "$(bash "$repo/scripts/s3-server.sh" start "$work/s3")"
+  local server_env
+  server_env=$(bash "$repo/scripts/s3-server.sh" start "$work/s3")
+  eval "$server_env"
   export AWS_ENDPOINT_URL=$WEIGHTCACHE_TEST_S3_ENDPOINT AWS_REGION=$WEIGHTCACHE_TEST_S3_REGION
   export AWS_ACCESS_KEY_ID=$WEIGHTCACHE_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$WEIGHTCACHE_TEST_S3_SECRET_KEY
 }

@@ -23,7 +23,8 @@ swift build -c release --product weightcache >/dev/null
 wc=$(swift build -c release --show-bin-path)/weightcache
 
 echo "== starting the S3 server"
-eval "$(bash scripts/s3-server.sh start "$work/s3")"
+server_env=$(bash scripts/s3-server.sh start "$work/s3")
+eval "$server_env"
 export AWS_ENDPOINT_URL=$WEIGHTCACHE_TEST_S3_ENDPOINT AWS_REGION=$WEIGHTCACHE_TEST_S3_REGION
 export AWS_ACCESS_KEY_ID=$WEIGHTCACHE_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$WEIGHTCACHE_TEST_S3_SECRET_KEY
 export WEIGHTCACHE_MODELS=s3://demo-models/root WEIGHTCACHE_STAGING_DIRECTORY=$work/staging

