@@ -28,8 +28,9 @@ random_file() {
     </dev/zero 2>/dev/null | head -c "$(($2 << 20))" >"$1" || true
 }
 
-# Runs "$@" and prints "SECONDS MAXRSS_KIB": wall time from fork to exit and the
-# child's peak RSS (wait4). Python starts before the clock does.
+# Runs "$@" and prints "SECONDS MAXRSS_KIB CPU_SECONDS": wall time from fork to
+# exit, the child's peak RSS and its user+system CPU time (wait4). Python starts
+# before the clock does.
 timed() {
   python3 - "$@" <<'PY'
 import os, sys, time
@@ -43,29 +44,32 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 t1 = time.perf_counter()
-print(f"{t1 - t0:.6f} {usage.ru_maxrss}")
+print(f"{t1 - t0:.6f} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime:.3f}")
 sys.exit(os.waitstatus_to_exitcode(status))
 PY
 }
 
 # One untimed warm-up round, then $runs interleaved rounds of run_tool TOOL.
-declare -A secs rss
+declare -A secs rss cpu
 run_interleaved() {
-  local tool round seconds kib
+  local tool round seconds kib cpu_s
   for tool in "$@"; do
     run_tool "$tool" >"$work/$tool.log" 2>&1 || { cat "$work/$tool.log" >&2; exit 1; }
-    secs[$tool]="" rss[$tool]=0
+    secs[$tool]="" rss[$tool]=0 cpu[$tool]=""
   done
   for ((round = 1; round <= runs; round++)); do
     for tool in "$@"; do
       run_tool "$tool" >"$work/$tool.log" 2>&1 || { echo "$tool failed:" >&2; cat "$work/$tool.log" >&2; exit 1; }
-      read -r seconds kib < <(tail -n 1 "$work/$tool.log")
+      read -r seconds kib cpu_s < <(tail -n 1 "$work/$tool.log")
       secs[$tool]+="$seconds "
+      cpu[$tool]+="$cpu_s "
       [ $((kib / 1024)) -gt "${rss[$tool]}" ] && rss[$tool]=$((kib / 1024))
       log "round $round/$runs $(printf '%-6s' "$tool") ${seconds} s"
     done
   done
 }
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # print_table NAME DESCRIPTION TOOL...: MiB/s per run, medians, ratio to the
 # first tool, peak RSS; also written to Benchmarks/results/NAME-<UTC>.txt.
@@ -81,18 +85,19 @@ print_table() {
     echo "$what"
     echo "weightcache flags: ${wc_args:-(defaults)}; $runs runs per tool after a warm-up round, interleaved"
     echo
-    for tool in "$@"; do echo "$tool ${rss[$tool]} ${secs[$tool]}"; done | python3 -c '
+    for tool in "$@"; do echo "$tool ${rss[$tool]} $(median ${cpu[$tool]}) ${secs[$tool]}"; done | python3 -c '
 import statistics, sys
 size = float(sys.argv[1])
-rows = [(l.split()[0], l.split()[1], [size / float(x) for x in l.split()[2:]]) for l in sys.stdin if l.strip()]
-base = statistics.median(rows[0][2])
-head = ["tool"] + [f"run{i + 1}" for i in range(len(rows[0][2]))] + ["median", f"vs {rows[0][0]}", "peak RSS MiB"]
-body = [[t] + [f"{x:.1f}" for x in xs] + [f"{statistics.median(xs):.1f}", f"{statistics.median(xs) / base:.2f}", r] for t, r, xs in rows]
+rows = [(l.split()[0], l.split()[1], l.split()[2], [size / float(x) for x in l.split()[3:]]) for l in sys.stdin if l.strip()]
+base = statistics.median(rows[0][3])
+head = ["tool"] + [f"run{i + 1}" for i in range(len(rows[0][3]))] + ["median", f"vs {rows[0][0]}", "CPU s", "peak RSS MiB"]
+body = [[t] + [f"{x:.1f}" for x in xs] + [f"{statistics.median(xs):.1f}", f"{statistics.median(xs) / base:.2f}", c, r]
+        for t, r, c, xs in rows]
 widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
 fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
 print(fmt(head)); print("  ".join("-" * w for w in widths))
 for r in body: print(fmt(r))
-print("(MiB/s of the whole command; ratio = median / first row median)")
+print("(MiB/s of the whole command; ratio = median / first row median; CPU s = median user+system seconds of the client)")
 ' "$size_mib"
   } | tee "$result"
   log "written to ${result#"$repo"/}"

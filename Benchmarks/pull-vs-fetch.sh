@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pull-vs-fetch: what verification and staging cost. In one run, on the same
 # 2 GiB model file on a local SeaweedFS, times
-#   - `weightcache fetch` of the file's object (parallel ranged GETs, no checks), and
+#   - `weightcache fetch` of the file's object (parallel ranged GETs, no checks),
+#   - `weightcache fetch --sync`, the same made durable (fsync before rename), and
 #   - `weightcache pull` of the model into an empty staging directory (the same
 #     GETs, plus per-block xxh3-64 checks as parts land, an fsync, a whole-file
 #     xxh3-128 check, the rename into blobs/ and the snapshot),
@@ -39,11 +40,15 @@ run_tool() {
     fetch)
       # shellcheck disable=SC2086
       timed "$bin" fetch $wc_args "s3://bench-models/$key" "$work/out.bin" ;;
+    fetch-sync)
+      # The same, made durable like a pull: what verification alone costs is pull vs this.
+      # shellcheck disable=SC2086
+      timed "$bin" fetch --sync $wc_args "s3://bench-models/$key" "$work/out.bin" ;;
     pull)
       # shellcheck disable=SC2086
       WEIGHTCACHE_STAGING_DIRECTORY=$work/staging timed "$bin" pull $wc_args bench/model@main ;;
   esac
 }
 
-run_interleaved fetch pull
-print_table "pull-vs-fetch" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run" fetch pull
+run_interleaved fetch fetch-sync pull
+print_table "pull-vs-fetch" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run" fetch fetch-sync pull

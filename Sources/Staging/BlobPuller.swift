@@ -131,10 +131,11 @@ struct BlobPuller: Sendable {
             progress?(Int64(resumed))
         }
 
+        let pool = BufferPool(capacity: Int(downloader.partSize), keep: downloader.concurrency + 2)
         let hasher = FrontierHasher(
             partCount: downloader.partCount(size),
             ready: Set(0..<downloader.partCount(size)).subtracting(parts)
-        ) { part throws(StagingError) in try partial.read(downloader.range(ofPart: part, size: size)) }
+        ) { part throws(StagingError) in try partial.read(downloader.range(ofPart: part, size: size), from: pool) }
         // A part's decoded bytes have landed in the partial: check its blocks,
         // record them, start their writeback, feed the whole-file hash.
         let accept: @Sendable (Int, Range<UInt64>, UnsafeRawBufferPointer) throws(StagingError) -> Void = {
@@ -165,12 +166,14 @@ struct BlobPuller: Sendable {
                 try await downloader.fill(object, from: store, into: partial.output, parts: parts, progress: progress) {
                     part, range in
                     // One read of the landed part serves the block checks and the whole-file hash.
-                    try partial.read(range).withBytes { (bytes) throws(StagingError) in try accept(part, range, bytes) }
+                    try partial.read(range, from: pool).withBytes { (bytes) throws(StagingError) in
+                        try accept(part, range, bytes)
+                    }
                 }
             case .lz4:
                 downloaded = try await fetchFrames(
                     file, object, parts: parts, blockSize: blockSize, model: model, from: store, into: partial,
-                    progress: progress, accept: accept)
+                    pool: pool, progress: progress, accept: accept)
             }
         } catch let error as StagingError {
             throw error
@@ -253,8 +256,8 @@ final class PartialFile: @unchecked Sendable {
     var output: OutputFile { OutputFile(descriptor: descriptor, path: path) }
 
     /// The bytes in `range` as they are on disk now.
-    func read(_ range: Range<UInt64>) throws(StagingError) -> PartBuffer {
-        let buffer = PartBuffer(count: Int(range.count))
+    func read(_ range: Range<UInt64>, from pool: BufferPool? = nil) throws(StagingError) -> PartBuffer {
+        let buffer = PartBuffer(count: Int(range.count), from: pool)
         let failure = buffer.withMutableBytes { target -> Int32 in
             var done = 0
             while done < target.count {

@@ -12,7 +12,7 @@ extension BlobPuller {
     /// Returns the stored (compressed) bytes fetched.
     func fetchFrames(
         _ file: Manifest.File, _ object: ObjectInfo, parts: [Int], blockSize: Int, model: String,
-        from store: any ObjectStore, into partial: PartialFile, progress: ProgressHandler?,
+        from store: any ObjectStore, into partial: PartialFile, pool: BufferPool, progress: ProgressHandler?,
         accept: @escaping @Sendable (Int, Range<UInt64>, UnsafeRawBufferPointer) throws(StagingError) -> Void
     ) async throws -> UInt64 {
         let frames = file.frames ?? []
@@ -35,7 +35,7 @@ extension BlobPuller {
                 throw StagingError.store(model: model, file: file.path, .invalidResponse(
                     ErrorContext(operation: "GetObject", store: store.name, key: object.key), reason: "short lz4 part"))
             }
-            let decoded = PartBuffer(count: Int(range.count))
+            let decoded = PartBuffer(count: Int(range.count), from: pool)
             let failure: StagingError? = decoded.withMutableBytes { output in
                 compressed.withUnsafeBytes { input -> StagingError? in
                     for block in span {

@@ -60,17 +60,26 @@ final class FrontierHasher: Sendable {
     }
 }
 
-/// Bytes read back from a partial; freed with the value.
+/// Bytes of one part; its memory goes back to `pool` (or is freed) with the value.
 final class PartBuffer: @unchecked Sendable {
     private let storage: UnsafeMutableRawBufferPointer
+    private let pool: BufferPool?
     let count: Int
 
-    init(count: Int) {
-        storage = .allocate(byteCount: max(1, count), alignment: 64)
+    init(count: Int, from pool: BufferPool? = nil) {
+        if let pool, count <= pool.capacity {
+            storage = pool.take()
+            self.pool = pool
+        } else {
+            storage = .allocate(byteCount: max(1, count), alignment: 64)
+            self.pool = nil
+        }
         self.count = count
     }
 
-    deinit { storage.deallocate() }
+    deinit {
+        if let pool { pool.give(storage) } else { storage.deallocate() }
+    }
 
     /// The bytes, valid only inside `body`: the buffer is kept alive for exactly
     /// that long (a pointer escaping a temporary was a use-after-free).
@@ -82,5 +91,42 @@ final class PartBuffer: @unchecked Sendable {
     func withMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) -> R) -> R {
         defer { withExtendedLifetime(self) {} }
         return body(UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]))
+    }
+}
+
+/// Part-sized buffers for reuse. Fresh memory for every part cost a page fault
+/// and a kernel-zeroed page per 4 KiB (measured: pull used twice fetch's CPU,
+/// peak RSS 415 MiB); a few recycled buffers cost neither.
+final class BufferPool: Sendable {
+    /// Raw memory crosses threads only through the pool's lock.
+    private struct Block: @unchecked Sendable {
+        let memory: UnsafeMutableRawBufferPointer
+    }
+
+    let capacity: Int
+    private let limit: Int
+    private let free = Mutex<[Block]>([])
+
+    init(capacity: Int, keep limit: Int) {
+        self.capacity = max(1, capacity)
+        self.limit = limit
+    }
+
+    deinit {
+        free.withLock { blocks in for block in blocks { block.memory.deallocate() } }
+    }
+
+    func take() -> UnsafeMutableRawBufferPointer {
+        free.withLock { $0.popLast() }?.memory ?? .allocate(byteCount: capacity, alignment: 64)
+    }
+
+    func give(_ memory: UnsafeMutableRawBufferPointer) {
+        let block = Block(memory: memory)
+        let kept = free.withLock { blocks -> Bool in
+            guard blocks.count < limit else { return false }
+            blocks.append(block)
+            return true
+        }
+        if !kept { memory.deallocate() }
     }
 }

@@ -14,6 +14,7 @@ struct Fetch: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "s3://BUCKET/KEY-or-PREFIX or file:///PATH") var source: String
     @Argument(help: "Destination file or directory.") var destination: String
+    @Flag(help: "fsync each file before renaming it into place (durable against power loss).") var sync = false
 
     func run() async throws {
         let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.fetch"))
@@ -27,7 +28,9 @@ struct Fetch: AsyncParsableCommand {
         for item in plan.items {
             try FileManager.default.createDirectory(
                 atPath: (item.destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            _ = try await wiring.downloader.download(
+            var downloader = wiring.downloader
+            downloader.syncBeforeRename = sync
+            _ = try await downloader.download(
                 item.key, from: store, to: item.destination, progress: progress.add)
             progress.fileDone(item.destination)
         }
