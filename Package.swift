@@ -51,6 +51,8 @@ let package = Package(
                 "CFileSystem", "Compression", "Integrity", "Models", "ObjectStore",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The RAM tier: arena, eviction policies, verified block reads.
+        .target(name: "BlockCache", dependencies: ["Integrity"]),
         // The one executable.
         .executableTarget(
             name: "weightcache",
@@ -63,6 +65,7 @@ let package = Package(
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Compression"]),
+        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "Integrity"]),
         .testTarget(
             name: "ObjectStoreTests",
             dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),

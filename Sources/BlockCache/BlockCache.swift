@@ -1,0 +1,234 @@
+import Foundation
+import Integrity
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A verified blob in staging, as the cache reads it: where it is and the
+/// xxh3-64 of each of its blocks (recorded by the pull that staged it).
+public struct BlobSource: Sendable, Equatable {
+    public var digest: String
+    public var path: String
+    public var size: UInt64
+    public var blockSize: Int
+    public var blockDigests: [UInt64]
+
+    public init(digest: String, path: String, size: UInt64, blockSize: Int, blockDigests: [UInt64]) {
+        self.digest = digest
+        self.path = path
+        self.size = size
+        self.blockSize = blockSize
+        self.blockDigests = blockDigests
+    }
+}
+
+/// The RAM tier: blocks of staged blobs in a fixed arena, loaded on a miss
+/// from NVMe and checked against their xxh3-64 on the way in, evicted by the
+/// configured policy. Thread-safe; `read` blocks its caller (run it on
+/// worker threads, not the cooperative pool).
+///
+/// Every slot is empty, filling (one loader writes it, readers of that block
+/// wait) or ready (readers copy from it; each holds a reference while it does,
+/// and a referenced or pinned slot is never chosen for eviction). Memory
+/// outside the arena is the index and per-slot state: it grows with the
+/// number of slots, not with model size.
+public final class BlockCache: @unchecked Sendable {
+    public struct Statistics: Sendable, Equatable {
+        public var hits = 0
+        public var misses = 0
+        public var evictions = 0
+        public var integrityFailures = 0
+        public var bytesFromNVMe: UInt64 = 0
+        public var residentBlocks = 0
+        public var residentBytes: UInt64 = 0
+        public var budgetBytes: UInt64 = 0
+    }
+
+    private enum State { case empty, filling, ready }
+
+    private struct Slot {
+        var key: BlockKey?
+        var state = State.empty
+        var readers = 0
+    }
+
+    public let blockSize: Int
+    private let arena: Arena
+    private let onCorruptBlob: @Sendable (String, Int) -> Void
+    // Guarded by `condition`.
+    private let condition = NSCondition()
+    private var policy: any EvictionPolicy
+    private var index: [BlockKey: Int] = [:]
+    private var slots: [Slot]
+    private var free: [Int]
+    private var pinned = Set<String>()
+    private var counts = Statistics()
+
+    /// `onCorruptBlob(digest, block)` hears of a block that failed its check
+    /// (the owner quarantines the blob); it runs outside the cache's lock.
+    public init(
+        budgetBytes: UInt64, blockSize: Int, policy: PolicyKind,
+        onCorruptBlob: @escaping @Sendable (String, Int) -> Void = { _, _ in }
+    ) throws(CacheError) {
+        arena = try Arena(budgetBytes: budgetBytes, blockSize: blockSize)
+        self.blockSize = blockSize
+        self.policy = policy.make(slots: arena.slots)
+        self.onCorruptBlob = onCorruptBlob
+        slots = Array(repeating: Slot(), count: arena.slots)
+        free = Array((0..<arena.slots).reversed())
+        counts.budgetBytes = UInt64(arena.slots * blockSize)
+    }
+
+    public var statistics: Statistics {
+        condition.lock()
+        defer { condition.unlock() }
+        var snapshot = counts
+        snapshot.residentBlocks = slots.count - free.count
+        snapshot.residentBytes = UInt64(snapshot.residentBlocks * blockSize)
+        return snapshot
+    }
+
+    /// Blocks of a pinned blob are never evicted (they may still be absent).
+    public func pin(blob digest: String) { condition.withLock { _ = pinned.insert(digest) } }
+    public func unpin(blob digest: String) { condition.withLock { _ = pinned.remove(digest) } }
+
+    /// Whether block `block` of `blob` is resident now (for tests and stats).
+    public func isResident(blob digest: String, block: Int) -> Bool {
+        condition.withLock {
+            index[BlockKey(blob: digest, block: block)].map { slots[$0].state == .ready } ?? false
+        }
+    }
+
+    /// The bytes of `range` of `blob`, through the cache.
+    public func read(_ blob: BlobSource, range: Range<UInt64>) throws(CacheError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Int(range.count))
+        var failure: CacheError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(CacheError) { try read(blob, range: range, into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// Copies `range` of `blob` into `buffer` (exactly `range.count` bytes).
+    public func read(_ blob: BlobSource, range: Range<UInt64>, into buffer: UnsafeMutableRawBufferPointer) throws(CacheError) {
+        guard range.upperBound <= blob.size, buffer.count >= range.count else {
+            throw .outOfRange(blob: blob.digest, range: range, size: blob.size)
+        }
+        guard blob.blockSize == blockSize else {
+            throw .configuration("blob \(blob.digest) has \(blob.blockSize)-byte blocks; the cache's are \(blockSize) bytes (ramCache.blockSize must equal the models' block size)")
+        }
+        var position = range.lowerBound
+        while position < range.upperBound {
+            let block = Int(position / UInt64(blockSize))
+            let blockStart = UInt64(block) * UInt64(blockSize)
+            let end = min(range.upperBound, blockStart + UInt64(blockSize))
+            let slot = try acquire(blob, block: block)
+            let source = arena.slot(slot)
+            (buffer.baseAddress! + Int(position - range.lowerBound)).copyMemory(
+                from: source.baseAddress! + Int(position - blockStart), byteCount: Int(end - position))
+            release(slot)
+            position = end
+        }
+    }
+
+    /// A ready slot holding the block, with a reader reference taken.
+    private func acquire(_ blob: BlobSource, block: Int) throws(CacheError) -> Int {
+        let key = BlockKey(blob: blob.digest, block: block)
+        condition.lock()
+        while true {
+            if let slot = index[key] {
+                if slots[slot].state == .ready {
+                    slots[slot].readers += 1
+                    policy.accessed(slot: slot)
+                    counts.hits += 1
+                    condition.unlock()
+                    return slot
+                }
+                condition.wait()  // another reader is loading it
+                continue
+            }
+            guard let slot = free.popLast() ?? evict() else {
+                // Busy slots free up soon; pinned ones never do.
+                if slots.contains(where: { $0.readers > 0 || $0.state == .filling }) {
+                    condition.wait()
+                    continue
+                }
+                condition.unlock()
+                throw .full(blob: blob.digest, block: block)
+            }
+            index[key] = slot
+            slots[slot] = Slot(key: key, state: .filling, readers: 1)
+            counts.misses += 1
+            condition.unlock()
+
+            let loaded = load(blob, block: block, into: arena.slot(slot))
+            condition.lock()
+            if case .failure(let error) = loaded {
+                index[key] = nil
+                slots[slot] = Slot()
+                free.append(slot)
+                if case .integrity = error { counts.integrityFailures += 1 }
+                condition.broadcast()
+                condition.unlock()
+                if case .integrity = error { onCorruptBlob(blob.digest, block) }
+                throw error
+            }
+            slots[slot].state = .ready
+            policy.inserted(slot: slot, key: key)
+            counts.bytesFromNVMe += UInt64(blockLength(blob, block))
+            condition.broadcast()
+            condition.unlock()
+            return slot
+        }
+    }
+
+    private func release(_ slot: Int) {
+        condition.lock()
+        slots[slot].readers -= 1
+        if slots[slot].readers == 0 { condition.broadcast() }
+        condition.unlock()
+    }
+
+    /// Under the lock: frees a slot the policy picks among the evictable ones.
+    private func evict() -> Int? {
+        let victim = policy.victim { slot in
+            let s = slots[slot]
+            return s.state == .ready && s.readers == 0 && !(s.key.map { pinned.contains($0.blob) } ?? false)
+        }
+        guard let victim, let key = slots[victim].key else { return nil }
+        index[key] = nil
+        slots[victim] = Slot()
+        counts.evictions += 1
+        return victim
+    }
+
+    private func blockLength(_ blob: BlobSource, _ block: Int) -> Int {
+        Int(min(UInt64(blockSize), blob.size - UInt64(block) * UInt64(blockSize)))
+    }
+
+    /// Reads a block from the staged file into `target` and checks it.
+    private func load(_ blob: BlobSource, block: Int, into target: UnsafeMutableRawBufferPointer) -> Result<Void, CacheError> {
+        guard block < blob.blockDigests.count else {
+            return .failure(.outOfRange(blob: blob.digest, range: UInt64(block * blockSize)..<UInt64(block * blockSize), size: blob.size))
+        }
+        let length = blockLength(blob, block)
+        let fd = open(blob.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(.system(syscall: "open", path: blob.path, errno: errno)) }
+        defer { close(fd) }
+        var done = 0
+        while done < length {
+            let n = pread(fd, target.baseAddress! + done, length - done, off_t(block * blockSize + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return .failure(.system(syscall: "pread", path: blob.path, errno: n < 0 ? errno : EIO)) }
+            done += n
+        }
+        let actual = xxh3_64(UnsafeRawBufferPointer(rebasing: target[0..<length]))
+        guard actual == blob.blockDigests[block] else {
+            return .failure(.integrity(
+                blob: blob.digest, block: block, expected: hex16(blob.blockDigests[block]), actual: hex16(actual)))
+        }
+        return .success(())
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import Integrity
+import XCTest
+
+@testable import BlockCache
+
+final class BlockCacheTests: XCTestCase {
+    var directory = ""
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "wc-cache-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A staged-like blob: a file of `size` random bytes and its block digests.
+    func makeBlob(_ name: String, size: Int, blockSize: Int) throws -> (BlobSource, [UInt8]) {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: size)
+        bytes.withUnsafeMutableBytes { raw in
+            let words = raw.bindMemory(to: UInt64.self)
+            for i in words.indices { words[i] = generator.next() }
+        }
+        let path = directory + "/" + name
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let digests = stride(from: 0, to: size, by: blockSize).map { start in
+            xxh3_64(Array(bytes[start..<min(size, start + blockSize)]))
+        }
+        return (BlobSource(digest: name, path: path, size: UInt64(size), blockSize: blockSize, blockDigests: digests), bytes)
+    }
+
+    func testSixteenThreadsUnderPressureGetExactBytes() throws {
+        let blockSize = 256 << 10
+        let cache = try BlockCache(budgetBytes: UInt64(8 * blockSize), blockSize: blockSize, policy: .s3fifo)
+        let blobs = try (0..<3).map { try makeBlob("blob\($0)", size: 3 * (1 << 20) + 4321, blockSize: blockSize) }
+        let failures = Failures()
+        let deadline = Date().addingTimeInterval(3)
+        // Sixteen real threads (concurrentPerform would run only as many as there are cores).
+        let group = DispatchGroup()
+        for thread in 0..<16 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+            var generator = SystemRandomNumberGenerator()
+            var reads = 0
+            while Date() < deadline {
+                let (source, bytes) = blobs[Int.random(in: 0..<3, using: &generator)]
+                let start = UInt64.random(in: 0..<source.size, using: &generator)
+                let end = min(source.size, start + UInt64.random(in: 1...(600 << 10), using: &generator))
+                do {
+                    let got = try cache.read(source, range: start..<end)
+                    if got != Array(bytes[Int(start)..<Int(end)]) { failures.add("thread \(thread): wrong bytes at \(start)") }
+                } catch {
+                    failures.add("thread \(thread): \(error)")
+                }
+                let stats = cache.statistics
+                if stats.residentBytes > stats.budgetBytes { failures.add("over budget: \(stats)") }
+                reads += 1
+            }
+            if reads == 0 { failures.add("thread \(thread) read nothing") }
+            }.start()
+        }
+        group.wait()
+        XCTAssertEqual(failures.all, [])
+        let stats = cache.statistics
+        XCTAssertLessThanOrEqual(stats.residentBytes, 8 * UInt64(blockSize))
+        XCTAssertGreaterThan(stats.evictions, 0, "the budget never bit: \(stats)")
+        XCTAssertGreaterThan(stats.hits, 0)
+    }
+
+    func testPinnedBlobSurvivesPressure() throws {
+        let blockSize = 64 << 10
+        for kind in PolicyKind.allCases {
+            let cache = try BlockCache(budgetBytes: UInt64(10 * blockSize), blockSize: blockSize, policy: kind)
+            let (hot, hotBytes) = try makeBlob("hot-\(kind)", size: 4 * blockSize, blockSize: blockSize)
+            let (cold, _) = try makeBlob("cold-\(kind)", size: 64 * blockSize, blockSize: blockSize)
+            cache.pin(blob: hot.digest)
+            XCTAssertEqual(try cache.read(hot, range: 0..<hot.size), hotBytes)
+            _ = try cache.read(cold, range: 0..<cold.size)  // a scan 16x the budget
+            for block in 0..<4 { XCTAssertTrue(cache.isResident(blob: hot.digest, block: block), "\(kind) block \(block)") }
+            let misses = cache.statistics.misses
+            XCTAssertEqual(try cache.read(hot, range: 0..<hot.size), hotBytes)
+            XCTAssertEqual(cache.statistics.misses, misses, "\(kind): a pinned block had to be reloaded")
+            cache.unpin(blob: hot.digest)
+            // A new working set read over and over displaces it (a one-off scan
+            // would not under S3-FIFO: that is its point).
+            for _ in 0..<6 { _ = try cache.read(cold, range: 0..<UInt64(12 * blockSize)) }
+            XCTAssertFalse((0..<4).allSatisfy { cache.isResident(blob: hot.digest, block: $0) }, "\(kind): unpin had no effect")
+        }
+    }
+
+    func testFlippedByteOnNVMeIsNeverReturned() throws {
+        let blockSize = 64 << 10
+        let reported = Failures()
+        let cache = try BlockCache(budgetBytes: UInt64(8 * blockSize), blockSize: blockSize, policy: .lru) { blob, block in
+            reported.add("\(blob)#\(block)")
+        }
+        let (source, bytes) = try makeBlob("rotten", size: 5 * blockSize, blockSize: blockSize)
+        var corrupted = bytes
+        corrupted[3 * blockSize + 17] ^= 0x01
+        try Data(corrupted).write(to: URL(fileURLWithPath: source.path))
+
+        XCTAssertEqual(try cache.read(source, range: 0..<UInt64(2 * blockSize)), Array(bytes[0..<2 * blockSize]))
+        for _ in 0..<2 {  // the bad block is not cached by the first failure
+            XCTAssertThrowsError(try cache.read(source, range: UInt64(3 * blockSize)..<UInt64(3 * blockSize + 100))) { error in
+                guard case .integrity(let blob, let block, _, _) = error as? CacheError else { return XCTFail("\(error)") }
+                XCTAssertEqual(blob, "rotten")
+                XCTAssertEqual(block, 3)
+            }
+        }
+        XCTAssertEqual(reported.all, ["rotten#3", "rotten#3"])
+        XCTAssertEqual(cache.statistics.integrityFailures, 2)
+        XCTAssertFalse(cache.isResident(blob: "rotten", block: 3))
+    }
+
+    func testBadRequestsAreTypedErrors() throws {
+        let cache = try BlockCache(budgetBytes: 1 << 20, blockSize: 64 << 10, policy: .lru)
+        let (source, _) = try makeBlob("small", size: 1000, blockSize: 64 << 10)
+        XCTAssertThrowsError(try cache.read(source, range: 900..<1001))
+        var other = source
+        other.blockSize = 128 << 10
+        XCTAssertThrowsError(try cache.read(other, range: 0..<10))
+        XCTAssertThrowsError(try BlockCache(budgetBytes: 1000, blockSize: 64 << 10, policy: .lru))
+    }
+}
+
+final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var messages: [String] = []
+    func add(_ message: String) { lock.withLock { if messages.count < 20 { messages.append(message) } } }
+    var all: [String] { lock.withLock { messages } }
+}
