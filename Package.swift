@@ -72,6 +72,6 @@ let package = Package(
         // Against a real SeaweedFS S3 server (scripts/s3-server.sh) and the real binary.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ObjectStore", "Integrity", "Config", "Models", "Staging"]),
+            dependencies: ["BlockCache", "ObjectStore", "Integrity", "Config", "Models", "Staging"]),
     ]
 )

@@ -30,6 +30,8 @@ public struct Configuration: Sendable, Equatable {
     public struct RAMCache: Sendable, Equatable {
         public var budgetBytes: UInt64 = 8 << 30
         public var blockSize: UInt64 = 4 << 20
+        /// Eviction policy: "lru" or "s3-fifo" (scan-resistant).
+        public var policy = "s3-fifo"
     }
 
     public enum Addressing: String, Sendable, Equatable, CaseIterable {

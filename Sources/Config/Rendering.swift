@@ -24,7 +24,8 @@ extension Configuration {
               },
               "ramCache": {
                 "budgetBytes": "\(ByteSize.format(ramCache.budgetBytes))",
-                "blockSize": "\(ByteSize.format(ramCache.blockSize))"
+                "blockSize": "\(ByteSize.format(ramCache.blockSize))",
+                "policy": \(quote(ramCache.policy))
               },
               "s3": {
                 "endpoint": \(quote(s3.endpoint)),

@@ -107,15 +107,20 @@ struct BlobPuller: Sendable {
         let map = try BlockMap(path: layout.blockMap(id), count: blockCount)
         let expected = file.blocks?.compactMap { UInt64($0, radix: 16) }
 
+        // Every block's xxh3-64 as it lands, kept beside the blob for the RAM
+        // tier to check blocks against when it reads them back.
+        let digests = BlockDigests(count: blockCount)
         // What an earlier pull left: count only blocks that check out now.
         var landed = try map.load()
         var resumed: UInt64 = 0
         for block in landed.indices where landed[block] {
             let range = Self.range(ofBlock: block, blockSize: blockSize, size: size)
-            if let expected, try partial.hash(range) != expected[block] {
+            let actual = try partial.hash(range)
+            if let expected, actual != expected[block] {
                 landed[block] = false
                 try map.set(block..<block + 1, landed: false)
             } else {
+                digests.set(block, actual)
                 resumed += UInt64(range.count)
             }
         }
@@ -142,16 +147,15 @@ struct BlobPuller: Sendable {
             (part, range, bytes) throws(StagingError) in
             let first = Int(range.lowerBound / UInt64(blockSize))
             let last = Int((range.upperBound + UInt64(blockSize) - 1) / UInt64(blockSize))
-            if let expected {
-                for block in first..<last {
-                    let start = block * blockSize - Int(range.lowerBound)
-                    let actual = xxh3_64(UnsafeRawBufferPointer(rebasing: bytes[start..<min(bytes.count, start + blockSize)]))
-                    guard actual == expected[block] else {
-                        throw StagingError.integrity(
-                            model: model, file: file.path, block: block, expected: hex16(expected[block]),
-                            actual: hex16(actual))
-                    }
+            for block in first..<last {
+                let start = block * blockSize - Int(range.lowerBound)
+                let actual = xxh3_64(UnsafeRawBufferPointer(rebasing: bytes[start..<min(bytes.count, start + blockSize)]))
+                if let expected, actual != expected[block] {
+                    throw StagingError.integrity(
+                        model: model, file: file.path, block: block, expected: hex16(expected[block]),
+                        actual: hex16(actual))
                 }
+                digests.set(block, actual)
             }
             try map.set(first..<last, landed: true)
             partial.startWriteback(range)
@@ -191,6 +195,8 @@ struct BlobPuller: Sendable {
             unlink(layout.blockMap(id))
             throw .integrity(model: model, file: file.path, block: nil, expected: digest, actual: whole.description)
         }
+        // The sidecar first: a blob never exists without its block digests.
+        try BlockDigestFile(blockSize: blockSize, digests: digests.all).write(to: layout.blockDigests(whole.description))
         try partial.publish(as: layout.blob(whole.description))
         syncDirectory(layout.blobs)
         unlink(layout.blockMap(id))

@@ -70,6 +70,7 @@ struct Evictor: Sendable {
             guard let lock = BlobLock.tryAcquire(layout.lock(victim.name)) else { continue }
             defer { withExtendedLifetime(lock) {} }
             guard unlink(layout.blob(victim.name)) == 0 else { continue }
+            unlink(layout.blockDigests(victim.name))
             used -= victim.size
             free = freeBytes()
             evicted.append(victim.name)

@@ -27,17 +27,27 @@ extension Staging {
         var report = CheckReport()
         for name in try list(layout.blobs) where !name.hasPrefix(".") {
             let path = layout.blob(name)
-            let actual: Digest128
-            do { actual = try Digest128.ofFile(atPath: path) } catch {
+            let recorded = BlockDigestFile.read(from: layout.blockDigests(name))
+            let computed: FileDigests
+            do { computed = try FileDigests(ofFile: path, blockSize: recorded?.blockSize ?? (4 << 20)) } catch {
                 throw .localIO(syscall: error.syscall, path: error.path, errno: error.errno)
             }
+            let actual = computed.whole
             report.blobsVerified += 1
-            guard actual.description != name else { continue }
-            try makeDirectory(layout.quarantine)
-            let moved = layout.quarantine + "/\(name).\(Int(Date().timeIntervalSince1970))"
-            guard rename(path, moved) == 0 else { throw .localIO(syscall: "rename", path: moved, errno: errno) }
-            logger.warning("quarantined blob \(name): its content hashes to \(actual); moved to \(moved)")
-            report.quarantined.append(moved)
+            if actual.description == name {
+                // A good blob whose block digests are missing or stale gets them rewritten.
+                if recorded?.digests != computed.blocks {
+                    try BlockDigestFile(blockSize: recorded?.blockSize ?? (4 << 20), digests: computed.blocks)
+                        .write(to: layout.blockDigests(name))
+                }
+                continue
+            }
+            report.quarantined.append(
+                try quarantine(blob: name, reason: "its content hashes to \(actual)", logger: logger))
+        }
+        for name in try list(layout.root + "/digests") where !fileExists(layout.blob(name)) {
+            unlink(layout.blockDigests(name))
+            report.removed.append(layout.blockDigests(name))
         }
         let partials = try list(layout.partials)
         for name in partials {

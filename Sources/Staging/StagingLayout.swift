@@ -3,6 +3,7 @@
 // Layout under the staging directory, in the spirit of the Hugging Face cache:
 //
 //   blobs/<xxh3-128>                      verified content, read-only, shared by every model
+//   digests/<xxh3-128>                    its block size and per-block xxh3-64s (for the RAM tier)
 //   partials/<id>.partial, <id>.blocks    a download in progress and its block completion map
 //   locks/<id>.lock                       flock'd by whoever downloads <id>: one download per blob
 //   models/<name>/@snapshots/<id>/<path>  relative symlinks to blobs, with the model's own file names
@@ -35,6 +36,8 @@ public struct StagingLayout: Sendable, Equatable {
     public var quarantine: String { root + "/quarantine" }
 
     public func blob(_ digest: String) -> String { blobs + "/" + digest }
+    /// The xxh3-64 of each block of a blob (`BlockDigestFile`).
+    public func blockDigests(_ digest: String) -> String { root + "/digests/" + digest }
     func partial(_ id: String) -> String { partials + "/" + id + ".partial" }
     func blockMap(_ id: String) -> String { partials + "/" + id + ".blocks" }
     func lock(_ id: String) -> String { locks + "/" + id + ".lock" }
@@ -45,7 +48,7 @@ public struct StagingLayout: Sendable, Equatable {
 
     /// Creates the fixed folders.
     public func prepare() throws(StagingError) {
-        for directory in [blobs, partials, locks, root + "/models"] {
+        for directory in [blobs, partials, locks, root + "/models", root + "/digests"] {
             try makeDirectory(directory)
         }
     }

@@ -1,5 +1,6 @@
 // The staging tier against the real S3 server: push, pull, verify, resume.
 import Foundation
+import BlockCache
 import Integrity
 import Logging
 import Models
@@ -221,6 +222,46 @@ final class StagingTests: XCTestCase {
         XCTAssertEqual(try staging.check(logger: logger).quarantined, [])
     }
 
+    /// The RAM tier on top of staging: blocks read back through the cache
+    /// match, and a blob that rots on NVMe is caught on read and quarantined.
+    func testBlockCacheReadsStagedBlobsAndQuarantinesRot() async throws {
+        let model = try makeModel(bigMiB: 20, shards: 1)
+        let repository = try await makeRepository("ram")
+        let reference = try ModelReference(parsing: "ram@main")
+        let manifest = try await repository.push(directory: model, as: reference)
+        let staging = makeStaging()
+        _ = try await staging.pull(try await repository.resolve(reference), from: repository)
+        let quarantined = QuarantineLog()
+        let logger = self.logger
+        let cache = try BlockCache(budgetBytes: 8 << 20, blockSize: manifest.blockSize, policy: .s3fifo) { blob, block in
+            quarantined.add(try? staging.quarantine(blob: blob, reason: "block \(block) failed its check", logger: logger))
+        }
+        func source(_ file: Manifest.File) throws -> BlobSource {
+            let staged = try staging.stagedBlob(file.xxh3_128!)
+            return BlobSource(
+                digest: file.xxh3_128!, path: staged.path, size: staged.size, blockSize: staged.digests.blockSize,
+                blockDigests: staged.digests.digests)
+        }
+        for file in manifest.files {
+            let bytes = try cache.read(try source(file), range: 0..<file.size)
+            XCTAssertEqual(Digest128.of(bytes).description, file.xxh3_128, file.path)
+        }
+        XCTAssertLessThanOrEqual(cache.statistics.residentBytes, 8 << 20)
+
+        let shard = try XCTUnwrap(manifest.files.first { $0.path.hasSuffix(".safetensors") })
+        let blob = try source(shard)
+        chmod(blob.path, 0o644)
+        let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: blob.path))
+        try handle.seek(toOffset: UInt64(4 * manifest.blockSize + 99))
+        handle.write(Data([0xAB]))
+        try handle.close()
+        XCTAssertThrowsError(try cache.read(blob, range: UInt64(4 * manifest.blockSize)..<UInt64(4 * manifest.blockSize + 10))) {
+            guard case .integrity(_, 4, _, _) = $0 as? CacheError else { return XCTFail("\($0)") }
+        }
+        XCTAssertEqual(quarantined.count, 1)
+        XCTAssertFalse(blobNames().contains(shard.xxh3_128!), "the rotten blob is still in blobs/")
+    }
+
     func testConcurrentPullsDownloadEachBlobOnce() async throws {
         let model = try makeModel(bigMiB: 40, shards: 2)
         let repository = try await makeRepository("twice")
@@ -318,4 +359,11 @@ final class CountingStore: ObjectStore, @unchecked Sendable {
         try await inner.upload(key, fromFile: path, progress: progress)
     }
     func delete(_ key: String) async throws(ObjectStoreError) { try await inner.delete(key) }
+}
+
+final class QuarantineLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var paths: [String] = []
+    func add(_ path: String?) { lock.withLock { if let path { paths.append(path) } } }
+    var count: Int { lock.withLock { paths.count } }
 }
