@@ -176,7 +176,7 @@ public final class BlockCache: @unchecked Sendable {
                 throw error
             }
             slots[slot].state = .ready
-            policy.inserted(slot: slot, key: key)
+            policy.inserted(slot: slot, key: key, prefetched: false)
             counts.bytesFromNVMe += UInt64(blockLength(blob, block))
             condition.broadcast()
             condition.unlock()

@@ -23,8 +23,8 @@ public struct BlockKey: Hashable, Sendable, CustomStringConvertible {
 
 /// Decides which resident block leaves when room is needed.
 public protocol EvictionPolicy {
-    /// `slot` now holds `key`.
-    mutating func inserted(slot: Int, key: BlockKey)
+    /// `slot` now holds `key`; `prefetched` when it was loaded ahead of any read.
+    mutating func inserted(slot: Int, key: BlockKey, prefetched: Bool)
     /// `slot` was read (a hit).
     mutating func accessed(slot: Int)
     /// The resident block to evict next among those `evictable` allows
@@ -94,7 +94,7 @@ public struct LRUPolicy: EvictionPolicy {
 
     public init(slots: Int) { list = SlotList(slots: slots) }
 
-    public mutating func inserted(slot: Int, key: BlockKey) {
+    public mutating func inserted(slot: Int, key: BlockKey, prefetched: Bool) {
         list.remove(slot)
         list.pushHead(slot)
     }

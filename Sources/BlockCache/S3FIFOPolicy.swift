@@ -11,6 +11,8 @@ public struct S3FIFOPolicy: EvictionPolicy {
     private var small: SlotList
     private var main: SlotList
     private var frequency: [UInt8]
+    /// Loaded by prefetch and not read yet.
+    private var credit: [Bool]
     private var keys: [BlockKey?]
     private var ghost: [BlockKey] = []
     private var ghostHead = 0
@@ -22,20 +24,31 @@ public struct S3FIFOPolicy: EvictionPolicy {
         small = SlotList(slots: slots)
         main = SlotList(slots: slots)
         frequency = Array(repeating: 0, count: slots)
+        credit = Array(repeating: false, count: slots)
         keys = Array(repeating: nil, count: slots)
         smallTarget = max(1, slots / 10)
         ghostLimit = max(1, slots - slots / 10)
     }
 
-    public mutating func inserted(slot: Int, key: BlockKey) {
+    public mutating func inserted(slot: Int, key: BlockKey, prefetched: Bool) {
         removed(slot: slot)
         keys[slot] = key
-        frequency[slot] = 0
+        // A prefetched block is read some time after it lands, usually after
+        // the small queue has moved on: a credit carries it into main instead
+        // of out of the cache before its read; the read spends the credit, so
+        // a block read once (a sequential load) leaves first afterwards.
+        frequency[slot] = prefetched ? 1 : 0
+        credit[slot] = prefetched
         if ghostSet.remove(key) != nil { main.pushHead(slot) } else { small.pushHead(slot) }
     }
 
     public mutating func accessed(slot: Int) {
-        frequency[slot] = min(3, frequency[slot] + 1)
+        if credit[slot] {
+            credit[slot] = false
+            frequency[slot] = 0
+        } else {
+            frequency[slot] = min(3, frequency[slot] + 1)
+        }
     }
 
     public mutating func victim(evictable: (Int) -> Bool) -> Int? {
@@ -48,8 +61,9 @@ public struct S3FIFOPolicy: EvictionPolicy {
                 let slot = small.tail
                 small.remove(slot)
                 if frequency[slot] > 0 || !evictable(slot) {
-                    // Read again while in small (or busy): it earns a place in main.
-                    frequency[slot] = 0
+                    // Read again while in small (or busy, or prefetched and not
+                    // read yet): it earns a place in main.
+                    if !credit[slot] { frequency[slot] = 0 }
                     main.pushHead(slot)
                     continue
                 }
@@ -76,6 +90,7 @@ public struct S3FIFOPolicy: EvictionPolicy {
         main.remove(slot)
         keys[slot] = nil
         frequency[slot] = 0
+        credit[slot] = false
     }
 
     private mutating func remember(_ key: BlockKey?) {

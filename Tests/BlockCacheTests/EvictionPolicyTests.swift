@@ -2,44 +2,40 @@ import XCTest
 
 @testable import BlockCache
 
-/// A resident set driven by a policy, as the cache drives it: for scripted
-/// sequences without the arena.
-struct Simulator {
-    var policy: any EvictionPolicy
-    let capacity: Int
-    var slotOf: [BlockKey: Int] = [:]
-    var keyOf: [Int: BlockKey] = [:]
-    var pinned: Set<String> = []
-    var evicted: [BlockKey] = []
-    var hits = 0
-
-    init(_ kind: PolicyKind, capacity: Int) {
-        policy = kind.make(slots: capacity)
-        self.capacity = capacity
-    }
-
-    mutating func access(_ key: BlockKey) {
-        if let slot = slotOf[key] {
-            hits += 1
-            policy.accessed(slot: slot)
-            return
-        }
-        var slot = (0..<capacity).first { keyOf[$0] == nil }
-        if slot == nil {
-            let keys = keyOf
-            let pins = pinned
-            slot = policy.victim { !pins.contains(keys[$0]!.blob) }
-            guard let victim = slot else { return XCTFail("no victim for \(key)") }
-            evicted.append(keyOf[victim]!)
-            slotOf[keyOf[victim]!] = nil
-        }
-        slotOf[key] = slot!
-        keyOf[slot!] = key
-        policy.inserted(slot: slot!, key: key)
-    }
+/// The cache's own simulator, recording evictions for the scripted checks.
+func Simulator(_ kind: PolicyKind, capacity: Int) -> PolicySimulator {
+    var simulator = PolicySimulator(kind, capacity: capacity)
+    simulator.recordEvictions = true
+    return simulator
 }
 
 func k(_ blob: String, _ block: Int = 0) -> BlockKey { BlockKey(blob: blob, block: block) }
+
+final class PrefetcherTests: XCTestCase {
+    func testWindowGrowsOnSequentialReadsAndCollapsesOnJumps() {
+        var prefetcher = SequentialPrefetcher(initialWindow: 2, maxWindow: 8)
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 0, blockCount: 100), [1, 2, 3, 4])
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 1, blockCount: 100), [5, 6, 7, 8, 9])
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 2, blockCount: 100), [10])  // window capped at 8
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 50, blockCount: 100), [51, 52])  // jump: collapse
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 98, blockCount: 100), [99])  // clipped at the end
+        // Readers are tracked apart.
+        XCTAssertEqual(prefetcher.accessed(reader: 1, blob: "b", block: 0, blockCount: 100), [1, 2, 3, 4])
+    }
+
+    func testSimulatedSequentialLoadWithPrefetchHitsAlmostAlways() {
+        var simulator = PolicySimulator(.s3fifo, capacity: 64)
+        var prefetcher = SequentialPrefetcher()
+        for block in 0..<1000 {
+            simulator.access(k("model", block))
+            for ahead in prefetcher.accessed(reader: 0, blob: "model", block: block, blockCount: 1000) {
+                simulator.prefetch(k("model", ahead))
+            }
+        }
+        XCTAssertGreaterThan(Double(simulator.hits) / 1000, 0.95)
+        XCTAssertEqual(simulator.prefetchedUnused, 0)
+    }
+}
 
 final class EvictionPolicyTests: XCTestCase {
     func testLRUEvictsLeastRecentlyUsed() {

@@ -1,0 +1,109 @@
+/// Sequential read-ahead, per reader and blob: the window doubles while a
+/// reader keeps reading the next block (up to `maxWindow`) and collapses to
+/// `initialWindow` when it jumps. Pure: it only says which blocks to fetch
+/// ahead; the cache (or a trace replayer) fetches them. Not thread-safe.
+public struct SequentialPrefetcher: Sendable {
+    private struct Stream {
+        var last: Int
+        var window: Int
+        /// Blocks up to here were already asked for: never ask twice.
+        var requestedThrough: Int
+    }
+
+    public let initialWindow: Int
+    public let maxWindow: Int
+    private var streams: [String: Stream] = [:]
+
+    public init(initialWindow: Int = 2, maxWindow: Int = 32) {
+        self.initialWindow = max(1, initialWindow)
+        self.maxWindow = max(self.initialWindow, maxWindow)
+    }
+
+    /// Reader `reader` read `block` of `blob` (of `blockCount` blocks): the
+    /// blocks to fetch ahead now, in order.
+    public mutating func accessed(reader: Int, blob: String, block: Int, blockCount: Int) -> [Int] {
+        let id = "\(reader)/\(blob)"
+        var stream = streams[id] ?? Stream(last: block - 1, window: initialWindow, requestedThrough: block)
+        if block == stream.last + 1 {
+            stream.window = min(maxWindow, stream.window * 2)
+        } else if block != stream.last {
+            stream.window = initialWindow  // a jump: random access, stop reading far ahead
+            stream.requestedThrough = block
+        }
+        stream.last = block
+        let end = min(blockCount - 1, block + stream.window)
+        let from = max(block + 1, stream.requestedThrough + 1)
+        stream.requestedThrough = max(stream.requestedThrough, end)
+        streams[id] = stream
+        return from <= end ? Array(from...end) : []
+    }
+}
+
+/// A resident set run by a policy, without an arena: for replaying traces and
+/// for scripted tests of the policies. Counts what the real cache counts.
+public struct PolicySimulator {
+    public private(set) var hits = 0
+    public private(set) var misses = 0
+    public private(set) var prefetchedUsed = 0
+    public private(set) var prefetchedUnused = 0
+    public private(set) var evicted: [BlockKey] = []
+    public var pinned: Set<String> = []
+    public var recordEvictions = false
+
+    private var policy: any EvictionPolicy
+    private let capacity: Int
+    private var slotOf: [BlockKey: Int] = [:]
+    private var keyOf: [BlockKey?]
+    private var prefetched: Set<BlockKey> = []
+    private var free: [Int]
+
+    public init(_ kind: PolicyKind, capacity: Int) {
+        policy = kind.make(slots: capacity)
+        self.capacity = capacity
+        keyOf = Array(repeating: nil, count: capacity)
+        free = Array((0..<capacity).reversed())
+    }
+
+    public func isResident(_ key: BlockKey) -> Bool { slotOf[key] != nil }
+
+    /// A read of `key`; true on a hit.
+    @discardableResult
+    public mutating func access(_ key: BlockKey) -> Bool {
+        if let slot = slotOf[key] {
+            hits += 1
+            if prefetched.remove(key) != nil { prefetchedUsed += 1 }
+            policy.accessed(slot: slot)
+            return true
+        }
+        misses += 1
+        insert(key)
+        return false
+    }
+
+    /// Loads `key` ahead of a read (no-op if resident).
+    public mutating func prefetch(_ key: BlockKey) {
+        guard slotOf[key] == nil else { return }
+        if insert(key, prefetched: true) { prefetched.insert(key) }
+    }
+
+    @discardableResult
+    private mutating func insert(_ key: BlockKey, prefetched isPrefetch: Bool = false) -> Bool {
+        var slot = free.popLast()
+        if slot == nil {
+            let keys = keyOf
+            let pins = pinned
+            slot = policy.victim { !pins.contains(keys[$0]!.blob) }
+            guard let victim = slot, let old = keyOf[victim] else { return false }
+            if recordEvictions { evicted.append(old) }
+            if prefetched.remove(old) != nil { prefetchedUnused += 1 }
+            slotOf[old] = nil
+        }
+        slotOf[key] = slot!
+        keyOf[slot!] = key
+        policy.inserted(slot: slot!, key: key, prefetched: isPrefetch)
+        return true
+    }
+
+    /// Blocks prefetched and still resident but not read yet count as unused at the end.
+    public var prefetchedPending: Int { prefetched.count }
+}
