@@ -62,6 +62,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
+        // Benchmarks/TraceReplay: eviction policies and prefetch on synthetic traces.
+        .executableTarget(name: "trace-replay", dependencies: ["BlockCache"], path: "Benchmarks/TraceReplay"),
+
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Compression"]),
