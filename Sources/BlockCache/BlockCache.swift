@@ -39,6 +39,9 @@ public final class BlockCache: @unchecked Sendable {
         public var misses = 0
         public var evictions = 0
         public var integrityFailures = 0
+        /// Blocks loaded ahead by read-ahead and then read / evicted unread.
+        public var prefetchedUsed = 0
+        public var prefetchedWasted = 0
         public var bytesFromNVMe: UInt64 = 0
         public var residentBlocks = 0
         public var residentBytes: UInt64 = 0
@@ -51,6 +54,8 @@ public final class BlockCache: @unchecked Sendable {
         var key: BlockKey?
         var state = State.empty
         var readers = 0
+        /// Loaded by read-ahead and not read since.
+        var prefetched = false
     }
 
     public let blockSize: Int
@@ -64,13 +69,21 @@ public final class BlockCache: @unchecked Sendable {
     private var free: [Int]
     private var pinned = Set<String>()
     private var counts = Statistics()
+    private var prefetchedResident = 0
+    private var prefetcher: SequentialPrefetcher
+    private let readAhead: Int
+    /// One loader for read-ahead: a sequential reader needs one NVMe stream ahead of it.
+    private let prefetchQueue = DispatchQueue(label: "weightcache.block-cache.prefetch")
 
     /// `onCorruptBlob(digest, block)` hears of a block that failed its check
     /// (the owner quarantines the blob); it runs outside the cache's lock.
+    /// `readAheadBlocks` caps the read-ahead window (0: no read-ahead).
     public init(
-        budgetBytes: UInt64, blockSize: Int, policy: PolicyKind,
+        budgetBytes: UInt64, blockSize: Int, policy: PolicyKind, readAheadBlocks: Int = 32,
         onCorruptBlob: @escaping @Sendable (String, Int) -> Void = { _, _ in }
     ) throws(CacheError) {
+        readAhead = max(0, readAheadBlocks)
+        prefetcher = SequentialPrefetcher(initialWindow: min(2, max(1, readAheadBlocks)), maxWindow: max(1, readAheadBlocks))
         arena = try Arena(budgetBytes: budgetBytes, blockSize: blockSize)
         self.blockSize = blockSize
         self.policy = policy.make(slots: arena.slots)
@@ -112,7 +125,10 @@ public final class BlockCache: @unchecked Sendable {
     }
 
     /// Copies `range` of `blob` into `buffer` (exactly `range.count` bytes).
-    public func read(_ blob: BlobSource, range: Range<UInt64>, into buffer: UnsafeMutableRawBufferPointer) throws(CacheError) {
+    /// `reader` identifies a client stream for read-ahead (sequential per reader).
+    public func read(
+        _ blob: BlobSource, range: Range<UInt64>, into buffer: UnsafeMutableRawBufferPointer, reader: Int = 0
+    ) throws(CacheError) {
         guard range.upperBound <= blob.size, buffer.count >= range.count else {
             throw .outOfRange(blob: blob.digest, range: range, size: blob.size)
         }
@@ -129,8 +145,57 @@ public final class BlockCache: @unchecked Sendable {
             (buffer.baseAddress! + Int(position - range.lowerBound)).copyMemory(
                 from: source.baseAddress! + Int(position - blockStart), byteCount: Int(end - position))
             release(slot)
+            readAhead(after: block, of: blob, reader: reader)
             position = end
         }
+    }
+
+    /// Queues loads of the blocks the prefetcher says come next.
+    private func readAhead(after block: Int, of blob: BlobSource, reader: Int) {
+        guard readAhead > 0 else { return }
+        let ahead = condition.withLock {
+            prefetcher.accessed(reader: reader, blob: blob.digest, block: block, blockCount: blob.blockDigests.count)
+        }
+        for next in ahead {
+            prefetchQueue.async { [self] in prefetch(blob, block: next) }
+        }
+    }
+
+    /// Loads a block ahead of its read, if it is absent and there is room that
+    /// does not cost a pinned block or more than half the cache in unread
+    /// prefetches (read-ahead backs off under pressure instead of thrashing).
+    private func prefetch(_ blob: BlobSource, block: Int) {
+        let key = BlockKey(blob: blob.digest, block: block)
+        condition.lock()
+        guard index[key] == nil,
+            !free.isEmpty || prefetchedResident < slots.count / 2,
+            let slot = free.popLast() ?? evict()
+        else {
+            condition.unlock()
+            return
+        }
+        index[key] = slot
+        slots[slot] = Slot(key: key, state: .filling, readers: 0)
+        condition.unlock()
+        let loaded = load(blob, block: block, into: arena.slot(slot))
+        condition.lock()
+        if case .failure(let error) = loaded {
+            index[key] = nil
+            slots[slot] = Slot()
+            free.append(slot)
+            if case .integrity = error { counts.integrityFailures += 1 }
+            condition.broadcast()
+            condition.unlock()
+            if case .integrity = error { onCorruptBlob(blob.digest, block) }
+            return
+        }
+        slots[slot].state = .ready
+        slots[slot].prefetched = true
+        prefetchedResident += 1
+        policy.inserted(slot: slot, key: key, prefetched: true)
+        counts.bytesFromNVMe += UInt64(blockLength(blob, block))
+        condition.broadcast()
+        condition.unlock()
     }
 
     /// A ready slot holding the block, with a reader reference taken.
@@ -143,6 +208,11 @@ public final class BlockCache: @unchecked Sendable {
                     slots[slot].readers += 1
                     policy.accessed(slot: slot)
                     counts.hits += 1
+                    if slots[slot].prefetched {
+                        slots[slot].prefetched = false
+                        prefetchedResident -= 1
+                        counts.prefetchedUsed += 1
+                    }
                     condition.unlock()
                     return slot
                 }
@@ -198,6 +268,10 @@ public final class BlockCache: @unchecked Sendable {
             return s.state == .ready && s.readers == 0 && !(s.key.map { pinned.contains($0.blob) } ?? false)
         }
         guard let victim, let key = slots[victim].key else { return nil }
+        if slots[victim].prefetched {
+            prefetchedResident -= 1
+            counts.prefetchedWasted += 1
+        }
         index[key] = nil
         slots[victim] = Slot()
         counts.evictions += 1

@@ -32,6 +32,8 @@ public struct Configuration: Sendable, Equatable {
         public var blockSize: UInt64 = 4 << 20
         /// Eviction policy: "lru" or "s3-fifo" (scan-resistant).
         public var policy = "s3-fifo"
+        /// Most blocks read ahead of a sequential reader; 0 turns read-ahead off.
+        public var readAheadBlocks = 32
     }
 
     public enum Addressing: String, Sendable, Equatable, CaseIterable {

@@ -25,7 +25,8 @@ extension Configuration {
               "ramCache": {
                 "budgetBytes": "\(ByteSize.format(ramCache.budgetBytes))",
                 "blockSize": "\(ByteSize.format(ramCache.blockSize))",
-                "policy": \(quote(ramCache.policy))
+                "policy": \(quote(ramCache.policy)),
+                "readAheadBlocks": \(ramCache.readAheadBlocks)
               },
               "s3": {
                 "endpoint": \(quote(s3.endpoint)),

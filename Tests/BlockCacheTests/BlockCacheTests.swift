@@ -74,7 +74,7 @@ final class BlockCacheTests: XCTestCase {
     func testPinnedBlobSurvivesPressure() throws {
         let blockSize = 64 << 10
         for kind in PolicyKind.allCases {
-            let cache = try BlockCache(budgetBytes: UInt64(10 * blockSize), blockSize: blockSize, policy: kind)
+            let cache = try BlockCache(budgetBytes: UInt64(10 * blockSize), blockSize: blockSize, policy: kind, readAheadBlocks: 0)
             let (hot, hotBytes) = try makeBlob("hot-\(kind)", size: 4 * blockSize, blockSize: blockSize)
             let (cold, _) = try makeBlob("cold-\(kind)", size: 64 * blockSize, blockSize: blockSize)
             cache.pin(blob: hot.digest)
@@ -95,7 +95,10 @@ final class BlockCacheTests: XCTestCase {
     func testFlippedByteOnNVMeIsNeverReturned() throws {
         let blockSize = 64 << 10
         let reported = Failures()
-        let cache = try BlockCache(budgetBytes: UInt64(8 * blockSize), blockSize: blockSize, policy: .lru) { blob, block in
+        // No read-ahead: this is about the read path (read-ahead would find the bad block too).
+        let cache = try BlockCache(
+            budgetBytes: UInt64(8 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 0
+        ) { blob, block in
             reported.add("\(blob)#\(block)")
         }
         let (source, bytes) = try makeBlob("rotten", size: 5 * blockSize, blockSize: blockSize)
@@ -114,6 +117,38 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertEqual(reported.all, ["rotten#3", "rotten#3"])
         XCTAssertEqual(cache.statistics.integrityFailures, 2)
         XCTAssertFalse(cache.isResident(blob: "rotten", block: 3))
+    }
+
+    func testReadAheadLoadsTheNextBlocksOfASequentialReader() throws {
+        let blockSize = 64 << 10
+        let cache = try BlockCache(budgetBytes: UInt64(32 * blockSize), blockSize: blockSize, policy: .s3fifo, readAheadBlocks: 8)
+        let (source, bytes) = try makeBlob("sequential", size: 64 * blockSize, blockSize: blockSize)
+        _ = try cache.read(source, range: 0..<UInt64(blockSize))
+        _ = try cache.read(source, range: UInt64(blockSize)..<UInt64(2 * blockSize))
+        // Read-ahead runs in the background: wait (bounded) until it has brought block 5 in.
+        let deadline = Date().addingTimeInterval(5)
+        while !cache.isResident(blob: source.digest, block: 5) && Date() < deadline { usleep(1000) }
+        XCTAssertTrue(cache.isResident(blob: source.digest, block: 5), "read-ahead never loaded block 5")
+        let missesBefore = cache.statistics.misses
+        for block in 2..<64 {
+            usleep(2000)  // a reader that does some work per block, as an inference loader does
+            let range = UInt64(block * blockSize)..<UInt64((block + 1) * blockSize)
+            XCTAssertEqual(try cache.read(source, range: range), Array(bytes[Int(range.lowerBound)..<Int(range.upperBound)]))
+        }
+        let stats = cache.statistics
+        XCTAssertGreaterThan(stats.prefetchedUsed, 40, "\(stats)")
+        XCTAssertLessThan(stats.misses - missesBefore, 20, "read-ahead did not keep ahead: \(stats)")
+
+        // A random reader gets no deep read-ahead (the window collapses on jumps).
+        let random = try BlockCache(budgetBytes: UInt64(32 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 8)
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<40 {
+            let block = Int.random(in: 0..<64, using: &generator)
+            _ = try random.read(source, range: UInt64(block * blockSize)..<UInt64(block * blockSize + 10))
+        }
+        usleep(200_000)
+        let randomStats = random.statistics
+        XCTAssertLessThan(randomStats.prefetchedUsed + randomStats.prefetchedWasted + randomStats.residentBlocks, 40 * 4, "\(randomStats)")
     }
 
     func testBadRequestsAreTypedErrors() throws {
