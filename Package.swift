@@ -9,6 +9,9 @@ let package = Package(
     products: [
         .executable(name: "weightcache", targets: ["weightcache"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
+        // For Benchmarks/Micro (a package of its own).
+        .library(name: "BlockCache", targets: ["BlockCache"]),
+        .library(name: "Integrity", targets: ["Integrity"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

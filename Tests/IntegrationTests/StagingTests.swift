@@ -367,3 +367,41 @@ final class QuarantineLog: @unchecked Sendable {
     func add(_ path: String?) { lock.withLock { if let path { paths.append(path) } } }
     var count: Int { lock.withLock { paths.count } }
 }
+
+/// The safetensors-aware prefetch order, on a file written by the real library.
+final class SafetensorsIndexTests: XCTestCase {
+    func testFollowsTensorOrderOfARealFile() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Names sort differently from file order: the index must follow offsets.
+        let script = """
+            import numpy as np, sys
+            from safetensors.numpy import save_file
+            tensors = {name: np.full((64, 64), i, dtype=np.float32) for i, name in enumerate(["z.last", "a.first", "m.middle", "b.second"])}
+            save_file(tensors, sys.argv[1])
+            from safetensors import safe_open
+            with safe_open(sys.argv[1], "np") as f:
+                print(" ".join(f.keys()))
+            """
+        let path = directory + "/model.safetensors"
+        _ = try runProcess("/usr/bin/env", ["python3", "-c", script, path])
+        let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
+        let index = try SafetensorsIndex(header: bytes, fileSize: UInt64(bytes.count))
+        XCTAssertEqual(index.tensors.count, 4)
+        // What the library wrote, in offset order, checked against the bytes themselves.
+        for tensor in index.tensors {
+            let value = bytes[Int(tensor.range.lowerBound)..<Int(tensor.range.lowerBound) + 4].withUnsafeBytes { $0.load(as: Float.self) }
+            let expected = ["z.last": 0, "a.first": 1, "m.middle": 2, "b.second": 3][tensor.name]!
+            XCTAssertEqual(value, Float(expected), tensor.name)
+            XCTAssertEqual(tensor.range.count, 64 * 64 * 4)
+        }
+        let order = index.tensors.map(\.name)
+        let first = try XCTUnwrap(index.tensors.first)
+        XCTAssertEqual(index.following(first.range.lowerBound + 10, count: 2), index.tensors[1...2].map(\.range))
+        XCTAssertEqual(index.following(index.tensors.last!.range.lowerBound, count: 2), [])
+        XCTAssertEqual(index.tensor(at: 3), nil, "the header holds no tensor")
+        XCTAssertEqual(Set(order), ["z.last", "a.first", "m.middle", "b.second"])
+        XCTAssertThrowsError(try SafetensorsIndex(header: [1, 0, 0, 0, 0, 0, 0, 0, 0x7B], fileSize: 9))
+        XCTAssertThrowsError(try SafetensorsIndex(header: Array(bytes.prefix(20)), fileSize: UInt64(bytes.count)))
+    }
+}
