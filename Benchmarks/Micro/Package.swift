@@ -15,6 +15,7 @@ let package = Package(
             name: "BlockCacheMicro",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
+                // "main": a path dependency is named after its folder (this checkout's); rename if yours differs.
                 .product(name: "BlockCache", package: "main"),
                 .product(name: "Integrity", package: "main"),
             ],
