@@ -177,7 +177,13 @@ public final class BlockCache: @unchecked Sendable {
         index[key] = slot
         slots[slot] = Slot(key: key, state: .filling, readers: 0)
         condition.unlock()
-        let loaded = load(blob, block: block, into: arena.slot(slot))
+        _ = fill(slot, with: key, of: blob, prefetched: true)
+    }
+
+    /// Loads `key` into `slot`, which the caller has marked filling (lock not
+    /// held), then publishes it ready, or frees the slot and reports a failure.
+    private func fill(_ slot: Int, with key: BlockKey, of blob: BlobSource, prefetched: Bool) -> CacheError? {
+        let loaded = load(blob, block: key.block, into: arena.slot(slot))
         condition.lock()
         if case .failure(let error) = loaded {
             index[key] = nil
@@ -186,16 +192,19 @@ public final class BlockCache: @unchecked Sendable {
             if case .integrity = error { counts.integrityFailures += 1 }
             condition.broadcast()
             condition.unlock()
-            if case .integrity = error { onCorruptBlob(blob.digest, block) }
-            return
+            if case .integrity = error { onCorruptBlob(blob.digest, key.block) }
+            return error
         }
         slots[slot].state = .ready
-        slots[slot].prefetched = true
-        prefetchedResident += 1
-        policy.inserted(slot: slot, key: key, prefetched: true)
-        counts.bytesFromNVMe += UInt64(blockLength(blob, block))
+        if prefetched {
+            slots[slot].prefetched = true
+            prefetchedResident += 1
+        }
+        policy.inserted(slot: slot, key: key, prefetched: prefetched)
+        counts.bytesFromNVMe += UInt64(blockLength(blob, key.block))
         condition.broadcast()
         condition.unlock()
+        return nil
     }
 
     /// A ready slot holding the block, with a reader reference taken.
@@ -233,24 +242,8 @@ public final class BlockCache: @unchecked Sendable {
             counts.misses += 1
             condition.unlock()
 
-            let loaded = load(blob, block: block, into: arena.slot(slot))
-            condition.lock()
-            if case .failure(let error) = loaded {
-                index[key] = nil
-                slots[slot] = Slot()
-                free.append(slot)
-                if case .integrity = error { counts.integrityFailures += 1 }
-                condition.broadcast()
-                condition.unlock()
-                if case .integrity = error { onCorruptBlob(blob.digest, block) }
-                throw error
-            }
-            slots[slot].state = .ready
-            policy.inserted(slot: slot, key: key, prefetched: false)
-            counts.bytesFromNVMe += UInt64(blockLength(blob, block))
-            condition.broadcast()
-            condition.unlock()
-            return slot
+            if let error = fill(slot, with: key, of: blob, prefetched: false) { throw error }
+            return slot  // still holding the reader reference taken above
         }
     }
 
