@@ -1,3 +1,5 @@
+import Foundation
+
 /// Byte sizes as people write them: `8388608`, `8MiB`, `8 MiB`, `1.5GiB`, `200GB`.
 /// Binary units (KiB, MiB, ...) are powers of 1024; decimal ones (KB, MB, ...) of 1000.
 public enum ByteSize {
@@ -31,4 +33,3 @@ public enum ByteSize {
     }
 }
 
-import Foundation

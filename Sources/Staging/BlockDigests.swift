@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -68,7 +69,7 @@ extension Staging {
     /// Moves a blob that failed a check to quarantine/ (never deleted: it is
     /// evidence) with a log line; a later pull fetches it again.
     @discardableResult
-    public func quarantine(blob digest: String, reason: String, logger: Logging.Logger) throws(StagingError) -> String {
+    public func quarantine(blob digest: String, reason: String, logger: Logger) throws(StagingError) -> String {
         try makeDirectory(layout.quarantine)
         let moved = layout.quarantine + "/\(digest).\(Int(Date().timeIntervalSince1970))"
         guard rename(layout.blob(digest), moved) == 0 else { throw .localIO(syscall: "rename", path: moved, errno: errno) }
@@ -78,4 +79,3 @@ extension Staging {
     }
 }
 
-import Logging
