@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // C libraries (system-library targets: module maps + pkg-config).
@@ -31,6 +32,9 @@ let package = Package(
 
         // Linux file calls Swift's Glibc module cannot see (sync_file_range).
         .target(name: "CFileSystem"),
+
+        // Unix-socket calls Swift cannot express (SCM_RIGHTS, SO_PEERCRED).
+        .target(name: "CSocket"),
 
         // Configuration: config.json, environment and flags, validated.
         .target(name: "Config"),
@@ -56,11 +60,26 @@ let package = Package(
             ]),
         // The RAM tier: arena, eviction policies, verified block reads.
         .target(name: "BlockCache", dependencies: ["Integrity"]),
+        // The socket protocol: messages and framing, pure.
+        .target(name: "Wire"),
+        // Local stream sockets: listen, accept, fd passing, peer credentials.
+        .target(name: "UnixSocket", dependencies: ["CSocket"]),
+        // The daemon: the node (staging + cache + store), the socket server, access control.
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "BlockCache", "Compression", "Config", "Integrity", "Models", "ObjectStore", "Staging", "UnixSocket", "Wire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+        // The Swift client of the socket API (the CLI uses it).
+        .target(name: "WeightCacheClient", dependencies: ["UnixSocket", "Wire"]),
         // The one executable.
         .executableTarget(
             name: "weightcache",
             dependencies: [
-                "Config", "Integrity", "Models", "ObjectStore", "Staging",
+                "BlockCache", "Config", "Daemon", "Integrity", "Models", "ObjectStore", "Staging", "WeightCacheClient", "Wire",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -72,12 +91,15 @@ let package = Package(
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Compression"]),
         .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "Integrity"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(
             name: "ObjectStoreTests",
             dependencies: ["ObjectStore", .product(name: "Logging", package: "swift-log")]),
         // Against a real SeaweedFS S3 server (scripts/s3-server.sh) and the real binary.
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["BlockCache", "ObjectStore", "Integrity", "Config", "Models", "Staging"]),
+            dependencies: [
+                "BlockCache", "ObjectStore", "Integrity", "Config", "Models", "Staging", "UnixSocket", "WeightCacheClient", "Wire",
+            ]),
     ]
 )

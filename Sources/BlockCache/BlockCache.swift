@@ -5,21 +5,38 @@ import Integrity
 import Glibc
 #endif
 
-/// A verified blob in staging, as the cache reads it: where it is and the
-/// xxh3-64 of each of its blocks (recorded by the pull that staged it).
-public struct BlobSource: Sendable, Equatable {
+/// A blob as the cache reads it: where its blocks come from and the xxh3-64
+/// each block must have (from the manifest, or recorded by the pull that
+/// staged it). The digests are what make both origins safe: whatever loads a
+/// block, the cache checks it before anyone can read it.
+public struct BlobSource: Sendable {
+    /// Loads block `block` (exactly its length: `blockSize`, shorter for the
+    /// last) into the buffer. Runs on the reader's thread; may block.
+    public typealias Fetch = @Sendable (_ block: Int, _ into: UnsafeMutableRawBufferPointer) throws(CacheError) -> Void
+
+    public enum Origin: Sendable {
+        /// A verified blob on NVMe (staging): blocks are read with pread.
+        case file(path: String)
+        /// Not staged yet: blocks come from the object store (read-through).
+        case remote(Fetch)
+    }
+
     public var digest: String
-    public var path: String
+    public var origin: Origin
     public var size: UInt64
     public var blockSize: Int
     public var blockDigests: [UInt64]
 
-    public init(digest: String, path: String, size: UInt64, blockSize: Int, blockDigests: [UInt64]) {
+    public init(digest: String, origin: Origin, size: UInt64, blockSize: Int, blockDigests: [UInt64]) {
         self.digest = digest
-        self.path = path
+        self.origin = origin
         self.size = size
         self.blockSize = blockSize
         self.blockDigests = blockDigests
+    }
+
+    public init(digest: String, path: String, size: UInt64, blockSize: Int, blockDigests: [UInt64]) {
+        self.init(digest: digest, origin: .file(path: path), size: size, blockSize: blockSize, blockDigests: blockDigests)
     }
 }
 
@@ -43,6 +60,8 @@ public final class BlockCache: @unchecked Sendable {
         public var prefetchedUsed = 0
         public var prefetchedWasted = 0
         public var bytesFromNVMe: UInt64 = 0
+        /// Loaded straight from the object store (read-through of unstaged blobs).
+        public var bytesFromStore: UInt64 = 0
         public var residentBlocks = 0
         public var residentBytes: UInt64 = 0
         public var budgetBytes: UInt64 = 0
@@ -68,6 +87,8 @@ public final class BlockCache: @unchecked Sendable {
     private var slots: [Slot]
     private var free: [Int]
     private var pinned = Set<String>()
+    /// Ready blocks per blob, for per-file residency in stats.
+    private var residentPerBlob: [String: Int] = [:]
     private var counts = Statistics()
     private var prefetchedResident = 0
     private var prefetcher: SequentialPrefetcher
@@ -111,6 +132,35 @@ public final class BlockCache: @unchecked Sendable {
         condition.withLock {
             index[BlockKey(blob: digest, block: block)].map { slots[$0].state == .ready } ?? false
         }
+    }
+
+    /// Bytes of `blob` resident now (whole blocks; the last may be short).
+    public func residentBytes(blob digest: String, size: UInt64) -> UInt64 {
+        let blocks = condition.withLock { residentPerBlob[digest] ?? 0 }
+        return min(size, UInt64(blocks) * UInt64(blockSize))
+    }
+
+    /// Frees every resident block of `blob` that nobody is reading, pinned or
+    /// not (the caller asked for it: `evict`). Returns the blocks freed.
+    @discardableResult
+    public func drop(blob digest: String) -> Int {
+        condition.lock()
+        defer { condition.unlock() }
+        var freed = 0
+        for (slot, state) in slots.enumerated() where state.key?.blob == digest && state.state == .ready && state.readers == 0 {
+            release(slotOf: state.key!, slot: slot)
+            policy.removed(slot: slot)
+            free.append(slot)
+            freed += 1
+        }
+        return freed
+    }
+
+    /// Loads block `block` of `blob` if it is absent (for `preload --tier
+    /// ram`): counted neither as a hit nor as a miss. Waits for room like a read.
+    public func warm(_ blob: BlobSource, block: Int) throws(CacheError) {
+        let slot = try acquire(blob, block: block, counted: false)
+        release(slot)
     }
 
     /// The bytes of `range` of `blob`, through the cache.
@@ -192,29 +242,39 @@ public final class BlockCache: @unchecked Sendable {
             if case .integrity = error { counts.integrityFailures += 1 }
             condition.broadcast()
             condition.unlock()
-            if case .integrity = error { onCorruptBlob(blob.digest, key.block) }
+            // Only a staged blob can be quarantined; a bad remote block is the store's.
+            if case .integrity = error, case .file = blob.origin { onCorruptBlob(blob.digest, key.block) }
             return error
         }
         slots[slot].state = .ready
+        residentPerBlob[key.blob, default: 0] += 1
         if prefetched {
             slots[slot].prefetched = true
             prefetchedResident += 1
         }
         policy.inserted(slot: slot, key: key, prefetched: prefetched)
-        counts.bytesFromNVMe += UInt64(blockLength(blob, key.block))
+        if case .remote = blob.origin {
+            counts.bytesFromStore += UInt64(blockLength(blob, key.block))
+        } else {
+            counts.bytesFromNVMe += UInt64(blockLength(blob, key.block))
+        }
         condition.broadcast()
         condition.unlock()
         return nil
     }
 
     /// A ready slot holding the block, with a reader reference taken.
-    private func acquire(_ blob: BlobSource, block: Int) throws(CacheError) -> Int {
+    private func acquire(_ blob: BlobSource, block: Int, counted: Bool = true) throws(CacheError) -> Int {
         let key = BlockKey(blob: blob.digest, block: block)
         condition.lock()
         while true {
             if let slot = index[key] {
                 if slots[slot].state == .ready {
                     slots[slot].readers += 1
+                    guard counted else {
+                        condition.unlock()
+                        return slot
+                    }
                     policy.accessed(slot: slot)
                     counts.hits += 1
                     if slots[slot].prefetched {
@@ -239,7 +299,7 @@ public final class BlockCache: @unchecked Sendable {
             }
             index[key] = slot
             slots[slot] = Slot(key: key, state: .filling, readers: 1)
-            counts.misses += 1
+            if counted { counts.misses += 1 }
             condition.unlock()
 
             if let error = fill(slot, with: key, of: blob, prefetched: false) { throw error }
@@ -261,41 +321,60 @@ public final class BlockCache: @unchecked Sendable {
             return s.state == .ready && s.readers == 0 && !(s.key.map { pinned.contains($0.blob) } ?? false)
         }
         guard let victim, let key = slots[victim].key else { return nil }
-        if slots[victim].prefetched {
+        release(slotOf: key, slot: victim)
+        counts.evictions += 1
+        return victim
+    }
+
+    /// Under the lock: forgets a ready slot's block (the slot is not yet free).
+    private func release(slotOf key: BlockKey, slot: Int) {
+        if slots[slot].prefetched {  // loaded ahead, never read
             prefetchedResident -= 1
             counts.prefetchedWasted += 1
         }
         index[key] = nil
-        slots[victim] = Slot()
-        counts.evictions += 1
-        return victim
+        slots[slot] = Slot()
+        if let count = residentPerBlob[key.blob] {
+            residentPerBlob[key.blob] = count > 1 ? count - 1 : nil
+        }
     }
 
     private func blockLength(_ blob: BlobSource, _ block: Int) -> Int {
         Int(min(UInt64(blockSize), blob.size - UInt64(block) * UInt64(blockSize)))
     }
 
-    /// Reads a block from the staged file into `target` and checks it.
+    /// Loads a block from its origin into `target` and checks it.
     private func load(_ blob: BlobSource, block: Int, into target: UnsafeMutableRawBufferPointer) -> Result<Void, CacheError> {
         guard block < blob.blockDigests.count else {
             return .failure(.outOfRange(blob: blob.digest, range: UInt64(block * blockSize)..<UInt64(block * blockSize), size: blob.size))
         }
         let length = blockLength(blob, block)
-        let fd = open(blob.path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return .failure(.system(syscall: "open", path: blob.path, errno: errno)) }
-        defer { close(fd) }
-        var done = 0
-        while done < length {
-            let n = pread(fd, target.baseAddress! + done, length - done, off_t(block * blockSize + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return .failure(.system(syscall: "pread", path: blob.path, errno: n < 0 ? errno : EIO)) }
-            done += n
+        let destination = UnsafeMutableRawBufferPointer(rebasing: target[0..<length])
+        switch blob.origin {
+        case .file(let path):
+            if let error = Self.readBlock(path: path, offset: block * blockSize, into: destination) { return .failure(error) }
+        case .remote(let fetch):
+            do { try fetch(block, destination) } catch { return .failure(error) }
         }
-        let actual = xxh3_64(UnsafeRawBufferPointer(rebasing: target[0..<length]))
+        let actual = xxh3_64(UnsafeRawBufferPointer(destination))
         guard actual == blob.blockDigests[block] else {
             return .failure(.integrity(
                 blob: blob.digest, block: block, expected: hex16(blob.blockDigests[block]), actual: hex16(actual)))
         }
         return .success(())
+    }
+
+    private static func readBlock(path: String, offset: Int, into target: UnsafeMutableRawBufferPointer) -> CacheError? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .system(syscall: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        var done = 0
+        while done < target.count {
+            let n = pread(fd, target.baseAddress! + done, target.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return .system(syscall: "pread", path: path, errno: n < 0 ? errno : EIO) }
+            done += n
+        }
+        return nil
     }
 }

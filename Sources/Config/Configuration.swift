@@ -72,7 +72,29 @@ public struct Configuration: Sendable, Equatable {
         public var maxBytesPerSecond: UInt64 = 0
     }
 
+    /// Limits of the daemon's socket server (docs/protocol.md, "Limits").
+    public struct Daemon: Sendable, Equatable {
+        public var maxRequestFrameBytes: UInt64 = 64 << 10
+        public var maxReadBytes: UInt64 = 8 << 20
+        public var maxInFlight = 32
+        public var maxConnections = 256
+        public var idleTimeoutSeconds = 300
+        /// How long SIGTERM waits for requests in flight before parking them.
+        public var drainTimeoutSeconds = 10
+    }
+
+    /// Who may use the socket beyond the daemon's own user and root: user and
+    /// group names or numeric ids; "*" in a read list admits every peer.
+    public struct Access: Sendable, Equatable {
+        public var readUsers: [String] = []
+        public var readGroups: [String] = []
+        public var adminUsers: [String] = []
+        public var adminGroups: [String] = []
+    }
+
     public var socket = Socket()
+    public var daemon = Daemon()
+    public var access = Access()
     public var staging = Staging()
     public var ramCache = RAMCache()
     public var s3 = S3()

@@ -9,6 +9,7 @@ extension Configuration {
             let data = try! JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])
             return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
         }
+        func list(_ names: [String]) -> String { "[" + names.map { quote($0) }.joined(separator: ", ") + "]" }
         func secret(_ s: String?) -> String { s == nil ? "null" : "\"<redacted>\"" }
         return """
             {
@@ -16,6 +17,20 @@ extension Configuration {
                 "path": \(quote(socket.path)),
                 "mode": "0\(String(socket.mode, radix: 8))",
                 "group": \(quote(socket.group))
+              },
+              "daemon": {
+                "maxRequestFrameBytes": "\(ByteSize.format(daemon.maxRequestFrameBytes))",
+                "maxReadBytes": "\(ByteSize.format(daemon.maxReadBytes))",
+                "maxInFlight": \(daemon.maxInFlight),
+                "maxConnections": \(daemon.maxConnections),
+                "idleTimeoutSeconds": \(daemon.idleTimeoutSeconds),
+                "drainTimeoutSeconds": \(daemon.drainTimeoutSeconds)
+              },
+              "access": {
+                "readUsers": \(list(access.readUsers)),
+                "readGroups": \(list(access.readGroups)),
+                "adminUsers": \(list(access.adminUsers)),
+                "adminGroups": \(list(access.adminGroups))
               },
               "staging": {
                 "directory": \(quote(staging.directory)),

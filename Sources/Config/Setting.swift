@@ -95,6 +95,36 @@ extension Setting {
         }
     }
 
+    /// A list of user or group names or numeric ids: a JSON array, or
+    /// comma-separated text from the environment and flags.
+    static func names(_ key: String, _ path: WritableKeyPath<Configuration, [String]>, wildcard: Bool) -> Setting {
+        Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
+            var names: [String] = []
+            switch value {
+            case .null: break
+            case .array(let items):
+                for item in items {
+                    switch item {
+                    case .string(let s): names.append(s)
+                    case .integer(let n) where n >= 0: names.append(String(n))
+                    default: throw Failure(reason: "expected names or ids, got \(item)")
+                    }
+                }
+            case .string(let s): names = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            default: throw Failure(reason: "expected a list of user or group names or ids")
+            }
+            for name in names {
+                if name == "*" {
+                    guard wildcard else { throw Failure(reason: "\"*\" is only allowed in read lists") }
+                    continue
+                }
+                let valid = name.allSatisfy { $0.isLetter || $0.isNumber || "._-".contains($0) }
+                guard valid, !name.isEmpty, name.count <= 64 else { throw Failure(reason: "\(String(reflecting: name)) is not a user or group name") }
+            }
+            config[keyPath: path] = names
+        }
+    }
+
     static func fileMode(_ key: String, _ path: WritableKeyPath<Configuration, UInt32>) -> Setting {
         Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
             let s = try text(value)
@@ -138,6 +168,16 @@ extension Setting {
         .string("socket.path", \.socket.path),
         .fileMode("socket.mode", \.socket.mode),
         .optional("socket.group", \.socket.group),
+        .bytes("daemon.maxRequestFrameBytes", \.daemon.maxRequestFrameBytes, min: 1 << 10, max: 16 << 20),
+        .bytes("daemon.maxReadBytes", \.daemon.maxReadBytes, min: 4 << 10, max: 256 << 20),
+        .integer("daemon.maxInFlight", \.daemon.maxInFlight, 1...1024),
+        .integer("daemon.maxConnections", \.daemon.maxConnections, 1...65_536),
+        .integer("daemon.idleTimeoutSeconds", \.daemon.idleTimeoutSeconds, 1...86_400),
+        .integer("daemon.drainTimeoutSeconds", \.daemon.drainTimeoutSeconds, 0...3600),
+        .names("access.readUsers", \.access.readUsers, wildcard: true),
+        .names("access.readGroups", \.access.readGroups, wildcard: true),
+        .names("access.adminUsers", \.access.adminUsers, wildcard: false),
+        .names("access.adminGroups", \.access.adminGroups, wildcard: false),
         .string("staging.directory", \.staging.directory),
         .bytes("staging.budgetBytes", \.staging.budgetBytes, min: 1 << 20),
         .bytes("staging.minFreeBytes", \.staging.minFreeBytes),

@@ -140,7 +140,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     }
 
     /// Why `path` cannot name a file inside a snapshot, or nil if it can.
-    static func pathProblem(_ path: String) -> String? {
+    public static func pathProblem(_ path: String) -> String? {
         if path.isEmpty { return "is empty" }
         if path.utf8.contains(0) { return "contains NUL" }
         if path.hasPrefix("/") { return "is absolute" }

@@ -8,7 +8,7 @@ import ObjectStore
 /// from several tasks and processes at once (blob downloads are flock'd).
 public struct Staging: Sendable {
     public let layout: StagingLayout
-    private let puller: BlobPuller
+    let puller: BlobPuller
     private let snapshots: SnapshotWriter
 
     /// The downloader's part size is rounded to whole blocks of each model's

@@ -18,6 +18,8 @@ public enum StagingError: Error, Sendable, Equatable, CustomStringConvertible {
     case notStaged(model: String)
     /// Not enough room for a file even after evicting every unpinned blob.
     case noSpace(model: String, file: String, needed: UInt64, detail: String)
+    /// An operation a pinned revision refuses (eviction): unpin it first.
+    case pinned(model: String)
 
     public var description: String {
         switch self {
@@ -30,6 +32,7 @@ public enum StagingError: Error, Sendable, Equatable, CustomStringConvertible {
         case .localIO(let syscall, let path, let errno):
             "\(syscall)(\(path)) failed: \(String(cString: strerror(errno))) (errno \(errno))"
         case .notStaged(let model): "\(model) is not staged here: run `weightcache pull \(model)` first"
+        case .pinned(let model): "\(model) is pinned: unpin it first"
         case .noSpace(let model, let file, let needed, let detail):
             "no room to stage \(model), file \(file) (\(needed) bytes) even after evicting every unpinned blob: \(detail)"
         }

@@ -118,13 +118,20 @@ struct PathCommand: AsyncParsableCommand {
 
 struct Pin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Pin a pulled model revision: its blobs are never evicted from staging.")
+        abstract: "Pin a staged model revision: never evicted. Through the daemon, or on the staging directory itself with --local.",
+        discussion: "Examples:\n  weightcache pin llama-3-8b@main\n  weightcache pin llama-3-8b@main --local --remove")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "NAME[@REVISION]") var model: String
-    @Flag(help: "Remove the pin instead.") var remove = false
+    @Flag(help: "Remove the pin instead (same as `unpin`).") var remove = false
+    @Flag(help: "Work on staging.directory directly (no daemon needed).") var local = false
 
     func run() async throws {
+        guard local else {
+            let client = try global.client()
+            print(remove ? try client.unpin(model) : try client.pin(model))
+            return
+        }
         let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.pin"))
         let reference = try ModelReference(parsing: model)
         if remove { try wiring.staging().unpin(reference) } else { try wiring.staging().pin(reference) }

@@ -38,12 +38,24 @@ struct Put: AsyncParsableCommand {
 }
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List objects under a prefix.")
+    static let configuration = CommandConfiguration(
+        commandName: "ls", abstract: "List the daemon's models and their share per tier, or the objects under a store prefix.",
+        discussion: "Examples:\n  weightcache ls\n  weightcache ls s3://models/llama-3-8b/")
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "s3://BUCKET/PREFIX or file:///DIR") var location: String
+    @Argument(help: "s3://BUCKET/PREFIX or file:///DIR (omit to ask the daemon)") var location: String?
 
     func run() async throws {
+        guard let location else {
+            let models = try global.client().list()
+            print("MODEL".padding(toLength: 40, withPad: " ", startingAt: 0) + "FILES".leftPadded(7) + "SIZE".leftPadded(12) + "NVME".leftPadded(12) + "RAM".leftPadded(12) + "  PINNED")
+            for m in models {
+                print(m.model.padding(toLength: 40, withPad: " ", startingAt: 0) + String(m.files).leftPadded(7)
+                    + formatBytes(m.bytes).leftPadded(12) + formatBytes(m.nvmeBytes).leftPadded(12) + formatBytes(m.ramBytes).leftPadded(12)
+                    + (m.pinned ? "  yes" : "  no"))
+            }
+            return
+        }
         let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.ls"))
         let place = try Location(parsing: location)
         for object in try await wiring.store(for: place).list(prefix: place.key) {

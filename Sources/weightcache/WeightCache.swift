@@ -8,7 +8,10 @@ struct WeightCache: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "weightcache",
         abstract: "Tiered model-weight storage and cache: object store -> NVMe -> RAM -> your GPU process.",
-        subcommands: [Push.self, Pull.self, PathCommand.self, Pin.self, Verify.self, Fetch.self, Put.self, List.self, Hash.self, ShowConfig.self])
+        subcommands: [
+            Serve.self, Preload.self, Pin.self, Unpin.self, Evict.self, Stats.self, List.self,
+            Push.self, Pull.self, PathCommand.self, Verify.self, Fetch.self, Put.self, Hash.self, ShowConfig.self,
+        ])
 }
 
 /// A failure the user must act on, printed as it is (no usage text).

@@ -1,0 +1,235 @@
+import Foundation
+import Logging
+import UnixSocket
+import Wire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One client: reads frames, checks each request (hello first, access,
+/// in-flight limit), runs it and writes the reply. Replies are written under
+/// one lock, whole frames at a time, so pipelined replies never interleave.
+/// Requests run on the reading thread when nothing else is queued (the
+/// fastest path for a client waiting on each read) and on the worker queue
+/// when the client pipelines or the request is long (preload).
+final class Connection: @unchecked Sendable {
+    let id: Int
+    let socket: UnixSocket
+    unowned let server: Server
+    private var logger: Logger
+
+    // Guarded by `state`.
+    private let state = NSCondition()
+    private var inFlight = 0
+    private var stopping = false
+    /// Set when a reply could not be written: the client is gone.
+    private var broken = false
+    private let writeLock = NSLock()
+
+    init(id: Int, socket: UnixSocket, server: Server) {
+        self.id = id
+        self.socket = socket
+        self.server = server
+        logger = server.logger
+        logger[metadataKey: "connection"] = "\(id)"
+    }
+
+    /// Asks the reading loop to stop taking requests (drain).
+    func stopReading() {
+        state.withLock { stopping = true }
+        socket.shutdownReading()
+    }
+
+    func run() {
+        defer { finish() }
+        let peer: PeerCredentials
+        do { peer = try socket.peerCredentials() } catch {
+            logger.warning("no peer credentials: \(error)")
+            return
+        }
+        logger[metadataKey: "peer"] = "uid=\(peer.uid) pid=\(peer.pid)"
+        socket.setSendTimeout(seconds: 30)
+        var decoder = FrameDecoder(maxFrameSize: server.limits.maxRequestFrame)
+        var greeted = false
+        var lastActivity = ContinuousClock.now
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        while !state.withLock({ stopping || broken }) {
+            let ready: Bool
+            do { ready = try socket.poll(events: Int16(POLLIN), timeoutMilliseconds: 1000) } catch { return }
+            if !ready {
+                if state.withLock({ inFlight == 0 }) && ContinuousClock.now - lastActivity > server.limits.idleTimeout {
+                    logger.debug("closing idle connection")
+                    return
+                }
+                continue
+            }
+            let count: Int
+            do { count = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) } } catch { return }
+            guard count > 0 else { return }  // the client closed (or drain shut reading)
+            lastActivity = .now
+            decoder.append(buffer[0..<count])
+            do {
+                while let frame = try decoder.next() {
+                    guard handle(frame, peer: peer, greeted: &greeted, more: decoder.buffered >= Frame.headerSize) else { return }
+                }
+            } catch {
+                send(.error(.malformed, "\(error)"), request: 0)
+                return
+            }
+        }
+    }
+
+    /// Handles one frame; false when the connection must close.
+    private func handle(_ frame: Frame, peer: PeerCredentials, greeted: inout Bool, more: Bool) -> Bool {
+        let request: Request
+        do { request = try Request(decoding: frame) } catch {
+            if case .unknownType(let type, let id) = error, greeted {
+                send(.error(.unknownOperation, "unknown request type \(type)"), request: id)
+                return true
+            }
+            send(.error(.malformed, "\(error)"), request: frame.request)
+            return false
+        }
+        guard greeted else {
+            guard case .hello(let hello) = request else {
+                send(.error(.helloRequired, "the first request must be hello"), request: frame.request)
+                return false
+            }
+            guard hello.magic == protocolMagic, hello.minVersion <= protocolVersion, protocolVersion <= hello.maxVersion else {
+                send(.error(.unsupportedVersion, "this daemon speaks version \(protocolVersion) of \(protocolMagic)"), request: frame.request)
+                return false
+            }
+            greeted = true
+            send(.helloOK(HelloOK(
+                version: protocolVersion, server: "weightcache \(daemonVersion)",
+                maxRequestFrame: UInt32(server.limits.maxRequestFrame), maxReadLength: UInt32(server.limits.maxReadLength),
+                maxInFlight: UInt16(min(server.limits.maxInFlight, Int(UInt16.max))),
+                blockSize: UInt32(server.node.cache.blockSize))), request: frame.request)
+            return true
+        }
+        server.count { $0.total += 1 }
+        guard server.access.allows(peer, admin: request.needsAdmin) else {
+            server.count { $0.denied += 1 }
+            send(.error(.permissionDenied, "uid \(peer.uid) may not \(request.needsAdmin ? "administer" : "read") (see access.* in the configuration)"), request: frame.request)
+            return true
+        }
+        let admitted = state.withLock {
+            guard inFlight < server.limits.maxInFlight else { return false }
+            inFlight += 1
+            return true
+        }
+        guard admitted else {
+            send(.error(.busy, "more than \(server.limits.maxInFlight) requests in flight on this connection"), request: frame.request)
+            return true
+        }
+        if case .preload = request {
+            server.workers.async { self.perform(request, id: frame.request) }
+        } else if more {
+            server.workers.async { self.perform(request, id: frame.request) }
+        } else {
+            perform(request, id: frame.request)
+        }
+        return true
+    }
+
+    /// Runs a request and writes its reply (or error).
+    private func perform(_ request: Request, id: UInt32) {
+        defer {
+            state.withLock {
+                inFlight -= 1
+                state.broadcast()
+            }
+        }
+        let node = server.node
+        do throws(DaemonError) {
+            switch request {
+            case .hello: send(.error(.invalidArgument, "hello was already sent"), request: id)
+            case .resolve(let model): send(.model(node.modelInfo(try node.resolve(try Node.reference(model)))), request: id)
+            case .stat(let model, let path):
+                let resolved = try node.resolve(try Node.reference(model))
+                send(.file(node.info(try node.file(path, of: resolved))), request: id)
+            case .list: send(.models(node.summaries()), request: id)
+            case .read(let model, let path, let offset, let length): try read(model, path, offset, length, id: id)
+            case .open(let model, let path):
+                let opened = try node.open(model: model, path: path)
+                defer { close(opened.descriptor) }
+                send(.opened(opened.info), request: id, passing: opened.descriptor)
+            case .preload(let model, let tier, let pin):
+                let info = try node.preload(model: model, tier: tier, pin: pin) { done, total in
+                    send(.progress(done: done, total: total), request: id)
+                }
+                send(.model(info), request: id)
+            case .pin(let model):
+                try node.pin(model: model)
+                send(.ok("pinned \(model)"), request: id)
+            case .unpin(let model):
+                try node.unpin(model: model)
+                send(.ok("unpinned \(model)"), request: id)
+            case .evict(let model, let tier): send(.ok(try node.evict(model: model, tier: tier)), request: id)
+            case .stats: send(.stats(json: server.statistics()), request: id)
+            }
+        } catch {
+            server.count { $0.errors += 1 }
+            logger.debug("request \(id) failed: \(error)")
+            send(.error(error.code, error.description), request: id)
+        }
+    }
+
+    /// A read's reply is built in one buffer: the header, then the bytes
+    /// copied by the cache straight behind it, then one send.
+    private func read(_ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32) throws(DaemonError) {
+        guard Int(length) <= server.limits.maxReadLength else {
+            throw .invalidArgument("read length \(length) is over the limit of \(server.limits.maxReadLength) bytes")
+        }
+        let size = try server.node.size(model: model, path: path)
+        guard offset < size || (offset == 0 && size == 0) else {
+            throw .invalidArgument("offset \(offset) is at or past the end of \(path) (\(size) bytes)")
+        }
+        let end = min(size, offset + UInt64(length))
+        let count = Int(end - offset)
+        let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: count)
+        var failure: DaemonError?
+        let frame = [UInt8](unsafeUninitializedCapacity: Frame.headerSize + count) { bytes, initialized in
+            let raw = UnsafeMutableRawBufferPointer(bytes)
+            raw.copyBytes(from: header)
+            do throws(DaemonError) {
+                try server.node.read(
+                    model: model, path: path, range: offset..<end,
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[Frame.headerSize...]), reader: self.id)
+            } catch { failure = error }
+            initialized = failure == nil ? Frame.headerSize + count : 0
+        }
+        if let failure { throw failure }
+        server.count {
+            $0.read += 1
+            $0.readBytes += UInt64(count)
+        }
+        write(frame, passing: nil)
+    }
+
+    private func send(_ response: Response, request: UInt32, passing descriptor: Int32? = nil) {
+        write(response.frame(request: request).encoded, passing: descriptor)
+    }
+
+    private func write(_ bytes: [UInt8], passing descriptor: Int32?) {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        guard !state.withLock({ broken }) else { return }
+        do {
+            if let descriptor { try socket.send(bytes, passing: descriptor) } else { try socket.send(bytes) }
+        } catch {
+            logger.debug("reply not delivered: \(error)")
+            state.withLock { broken = true }
+            socket.shutdownReading()
+        }
+    }
+
+    /// Waits for requests still running (their replies use the socket), then closes.
+    private func finish() {
+        state.lock()
+        while inFlight > 0 { state.wait() }
+        state.unlock()
+        socket.close()
+    }
+}

@@ -1,0 +1,171 @@
+// Daemon: the node's one owner of staging and the block cache, and the socket
+// server in front of them.
+//
+// `Node` is the engine every request ends in: it resolves models (from the
+// store's manifest, or from the local snapshot when the store is away), reads
+// through the RAM tier (which loads from NVMe, or from the store while a file
+// is not staged yet), opens staged blobs for fd passing, and runs pulls, one
+// per model however many requests want it. `Server` and `Connection` only
+// speak the protocol; `AccessPolicy` decides who may do what.
+import BlockCache
+import Foundation
+import Integrity
+import Logging
+import Models
+import ObjectStore
+import Staging
+import Wire
+
+/// One file of a resolved model: what the manifest (or the snapshot) says.
+struct ResolvedFile: Sendable {
+    var path: String
+    var size: UInt64
+    /// xxh3-128: nil for a file of a model without a manifest, until staged.
+    var digest: String?
+    /// Per-block xxh3-64 from the manifest (nil without one).
+    var blockDigests: [UInt64]? = nil
+    /// The manifest's entry, for pulls and read-through (nil: known from the snapshot only).
+    var entry: Manifest.File? = nil
+}
+
+/// A model as the daemon serves it.
+struct ResolvedModel: Sendable {
+    var reference: ModelReference
+    var blockSize: Int
+    var files: [ResolvedFile]
+    /// From the store (nil: resolved from the local snapshot, the store being unreachable).
+    var resolved: ModelRepository.Resolved?
+    var at: ContinuousClock.Instant
+
+    func file(_ path: String) -> ResolvedFile? { files.first { $0.path == path } }
+    var bytes: UInt64 { files.reduce(0) { $0 + $1.size } }
+}
+
+/// The node: staging (NVMe), the block cache (RAM) and the models' store.
+/// Thread-safe; its methods block their caller (connection threads).
+public final class Node: @unchecked Sendable {
+    let staging: Staging
+    let repository: ModelRepository
+    let cache: BlockCache
+    let logger: Logger
+    let started = ContinuousClock.now
+    /// How long a resolution from the store is reused: a revision such as
+    /// `main` may move, but not every read should cost a GET of the manifest.
+    let resolutionTTL: Duration
+
+    // Guarded by `lock`.
+    let lock = NSLock()
+    var models: [ModelReference: ResolvedModel] = [:]
+    var pulls: [ModelReference: PullJob] = [:]
+    /// Models whose RAM blocks are pinned (preloaded to RAM with pin).
+    var ramPinned = Set<ModelReference>()
+    /// Set by drain: waits for pulls end with `shuttingDown` (the pulls are parked).
+    var draining = false
+    let pending: PendingPulls
+
+    public init(
+        staging: Staging, repository: ModelRepository, cache: BlockCache, logger: Logger,
+        resolutionTTL: Duration = .seconds(30)
+    ) throws(DaemonError) {
+        self.staging = staging
+        self.repository = repository
+        self.cache = cache
+        self.logger = logger
+        self.resolutionTTL = resolutionTTL
+        do { try staging.layout.prepare() } catch { throw DaemonError(error) }
+        pending = PendingPulls(path: staging.layout.root + "/daemon-pulls.json")
+    }
+
+    /// Requests waiting for a pull give up (the pull itself is parked: its
+    /// intent stays recorded and the next start resumes it).
+    public func beginDraining() { lock.withLock { draining = true } }
+
+    /// Parses a model reference from a client.
+    static func reference(_ text: String) throws(DaemonError) -> ModelReference {
+        do { return try ModelReference(parsing: text) } catch { throw DaemonError(error) }
+    }
+
+    /// The model, from the cache of resolutions, the store, or the local snapshot.
+    func resolve(_ reference: ModelReference, fresh: Bool = false) throws(DaemonError) -> ResolvedModel {
+        if !fresh, let known = lock.withLock({ models[reference] }), ContinuousClock.now - known.at < resolutionTTL {
+            return known
+        }
+        let repository = self.repository
+        let model: ResolvedModel
+        do {
+            let resolved = try blocking { try await repository.resolve(reference) }
+            model = ResolvedModel(
+                reference: reference, blockSize: resolved.manifest.blockSize,
+                files: resolved.manifest.files.map { file in
+                    ResolvedFile(
+                        path: file.path, size: file.size, digest: file.xxh3_128,
+                        blockDigests: file.blocks?.compactMap { UInt64($0, radix: 16) }, entry: file)
+                },
+                resolved: resolved, at: .now)
+        } catch {
+            let failure = DaemonError.from(error)
+            // The store is away (or the model gone from it): serve what is staged.
+            guard let local = try? staging.stagedFiles(of: reference) else { throw failure }
+            if case .unavailable = failure {
+                logger.warning("store unreachable, serving \(reference) from staging: \(failure)")
+            }
+            model = ResolvedModel(
+                reference: reference, blockSize: cache.blockSize,
+                files: local.map { ResolvedFile(path: $0.path, size: $0.size, digest: $0.digest, blockDigests: nil, entry: nil) },
+                resolved: nil, at: .now)
+        }
+        lock.withLock { models[reference] = model }
+        return model
+    }
+
+    /// A file of a model, with the client's path checked first: paths are
+    /// only ever looked up among the model's files, never joined to a folder.
+    func file(_ path: String, of model: ResolvedModel) throws(DaemonError) -> ResolvedFile {
+        if let problem = Manifest.pathProblem(path) { throw .invalidArgument("invalid path \(String(reflecting: path)): \(problem)") }
+        guard let file = model.file(path) else { throw .notFound("\(model.reference) has no file \(path)") }
+        return file
+    }
+
+    /// A file's state on both tiers, for `resolve` and `stat`.
+    func info(_ file: ResolvedFile) -> FileInfo {
+        let digest = file.digest ?? ""
+        let nvme: StagedState =
+            switch file.digest.map({ staging.state(ofBlob: $0) }) ?? .absent {
+            case .staged: .staged
+            case .partial: .partial
+            case .absent: .absent
+            }
+        return FileInfo(
+            path: file.path, size: file.size, digest: digest, nvme: nvme,
+            ramBytes: file.digest.map { cache.residentBytes(blob: $0, size: file.size) } ?? 0)
+    }
+
+    func modelInfo(_ model: ResolvedModel) -> ModelInfo {
+        ModelInfo(
+            model: model.reference.description,
+            snapshot: (try? staging.path(of: model.reference)) ?? "",
+            pinned: staging.isPinned(model.reference),
+            files: model.files.map(info))
+    }
+
+    /// Every model staged here or resolved since start.
+    func summaries() -> [ModelSummary] {
+        var references = Set(staging.stagedModels())
+        lock.withLock { references.formUnion(models.keys) }
+        return references.sorted { $0.description < $1.description }.compactMap { reference in
+            let files: [ResolvedFile]
+            if let known = lock.withLock({ models[reference] }) {
+                files = known.files
+            } else if let local = try? staging.stagedFiles(of: reference) {
+                files = local.map { ResolvedFile(path: $0.path, size: $0.size, digest: $0.digest) }
+            } else {
+                return nil
+            }
+            let infos = files.map(info)
+            return ModelSummary(
+                model: reference.description, files: UInt32(files.count), bytes: files.reduce(0) { $0 + $1.size },
+                nvmeBytes: zip(files, infos).reduce(0) { $0 + ($1.1.nvme == .staged ? $1.0.size : 0) },
+                ramBytes: infos.reduce(0) { $0 + $1.ramBytes }, pinned: staging.isPinned(reference))
+        }
+    }
+}

@@ -1,0 +1,167 @@
+import BlockCache
+import Foundation
+import Models
+import Staging
+import Wire
+
+// What administrators ask of the node: bring a model onto a tier, pin it,
+// evict it; and the numbers behind `stats`.
+
+extension Node {
+    /// Brings a model onto `tier` (nvme: staged; ram: staged, then every block
+    /// loaded into the cache as far as its budget goes), pinning it first when
+    /// asked. `progress(done, total)` hears about every 100 ms; for `ram` the
+    /// counter runs twice: staging, then loading into RAM.
+    func preload(
+        model text: String, tier: Tier, pin: Bool, progress: (UInt64, UInt64) -> Void
+    ) throws(DaemonError) -> ModelInfo {
+        let reference = try Node.reference(text)
+        var model = try resolve(reference, fresh: true)
+        if let report = try waitForPull(of: model, progress: progress) {
+            progress(report.bytes, report.bytes)
+        }
+        model = try resolve(reference, fresh: true)
+        if pin { try self.pin(model: text) }
+        if tier == .ram { try loadIntoRAM(model, progress: progress) }
+        return modelInfo(model)
+    }
+
+    /// Every block of every file of a staged model into the cache. Stops
+    /// early, without failing, when the cache has no unpinned room left.
+    private func loadIntoRAM(_ model: ResolvedModel, progress: (UInt64, UInt64) -> Void) throws(DaemonError) {
+        let total = model.bytes
+        var done: UInt64 = 0
+        var lastReport = ContinuousClock.now
+        for file in model.files {
+            let source = try source(of: file, in: model)
+            for block in 0..<source.blockDigests.count {
+                do { try cache.warm(source, block: block) } catch {
+                    if case .full = error {
+                        logger.notice("RAM tier full while loading \(model.reference): \(done) of \(total) bytes resident")
+                        return
+                    }
+                    throw DaemonError(error)
+                }
+                done += min(UInt64(source.blockSize), source.size - UInt64(block) * UInt64(source.blockSize))
+                if ContinuousClock.now - lastReport > .milliseconds(100) {
+                    progress(done, total)
+                    lastReport = .now
+                }
+            }
+        }
+        progress(total, total)
+    }
+
+    /// Pins a staged model: never evicted from staging, and its RAM blocks
+    /// kept too if it fits in half the RAM budget (a bigger pin would starve
+    /// every other reader of the cache).
+    func pin(model text: String) throws(DaemonError) {
+        let reference = try Node.reference(text)
+        do { try staging.pin(reference) } catch { throw DaemonError(error) }
+        let model = try resolve(reference)
+        if model.bytes <= cache.statistics.budgetBytes / 2 {
+            for digest in model.files.compactMap(\.digest) { cache.pin(blob: digest) }
+            lock.withLock { _ = ramPinned.insert(reference) }
+        } else {
+            logger.notice("pinned \(reference) on NVMe only: \(model.bytes) bytes is over half the RAM budget")
+        }
+    }
+
+    func unpin(model text: String) throws(DaemonError) {
+        let reference = try Node.reference(text)
+        do { try staging.unpin(reference) } catch { throw DaemonError(error) }
+        if lock.withLock({ ramPinned.remove(reference) }) != nil, let model = try? resolve(reference) {
+            for digest in model.files.compactMap(\.digest) { cache.unpin(blob: digest) }
+        }
+    }
+
+    /// Drops a model from RAM (`ram`) or from RAM and staging (`nvme`). A
+    /// pinned model is refused; readers holding descriptors keep their data.
+    func evict(model text: String, tier: Tier) throws(DaemonError) -> String {
+        let reference = try Node.reference(text)
+        guard !staging.isPinned(reference) else { throw .invalidArgument("\(reference) is pinned: unpin it first") }
+        let model = try resolve(reference)
+        var blocks = 0
+        for digest in model.files.compactMap(\.digest) { blocks += cache.drop(blob: digest) }
+        var blobs = 0
+        if tier == .nvme {
+            do { blobs = try staging.evict(reference).count } catch {
+                if case .notStaged = error {} else { throw DaemonError(error) }
+            }
+            lock.withLock { models[reference] = nil }
+        }
+        return "evicted \(reference): \(blocks) RAM block(s)" + (tier == .nvme ? ", \(blobs) staged blob(s)" : "")
+    }
+
+    /// The `stats` reply (docs/protocol.md, "Stats").
+    func statistics(connections: ConnectionCounts, requests: RequestCounts) -> String {
+        let ram = cache.statistics
+        let usage = staging.usage()
+        let report = StatsReport(
+            version: daemonVersion,
+            uptimeSeconds: (ContinuousClock.now - started).seconds,
+            ready: true,
+            ram: .init(
+                budgetBytes: ram.budgetBytes, usedBytes: ram.residentBytes, hits: ram.hits, misses: ram.misses,
+                evictions: ram.evictions, prefetchedUsed: ram.prefetchedUsed, prefetchedWasted: ram.prefetchedWasted,
+                integrityFailures: ram.integrityFailures, bytesFromNVMe: ram.bytesFromNVMe, bytesFromStore: ram.bytesFromStore),
+            nvme: .init(
+                directory: staging.layout.root, budgetBytes: staging.budget.budgetBytes,
+                usedBytes: usage.blobBytes + usage.partialBytes, blobs: usage.blobs, pulling: activePulls),
+            connections: connections, requests: requests)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(report)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}
+
+public let daemonVersion = "0.1.0"
+
+struct StatsReport: Codable {
+    struct RAM: Codable {
+        var budgetBytes: UInt64
+        var usedBytes: UInt64
+        var hits: Int
+        var misses: Int
+        var evictions: Int
+        var prefetchedUsed: Int
+        var prefetchedWasted: Int
+        var integrityFailures: Int
+        var bytesFromNVMe: UInt64
+        var bytesFromStore: UInt64
+    }
+    struct NVMe: Codable {
+        var directory: String
+        var budgetBytes: UInt64
+        var usedBytes: UInt64
+        var blobs: Int
+        var pulling: Int
+    }
+    var version: String
+    var uptimeSeconds: Double
+    var ready: Bool
+    var ram: RAM
+    var nvme: NVMe
+    var connections: ConnectionCounts
+    var requests: RequestCounts
+}
+
+/// Connection counters, kept by the server.
+struct ConnectionCounts: Codable, Sendable {
+    var open = 0
+    var accepted = 0
+    var rejected = 0
+}
+
+/// Request counters, kept by the server.
+struct RequestCounts: Codable, Sendable {
+    var total = 0
+    var read = 0
+    var readBytes: UInt64 = 0
+    var errors = 0
+    var denied = 0
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+import Models
+import Staging
+
+// Pulls run as tasks, one per model however many requests want it (and the
+// staging tier's blob locks make that one per blob across processes too).
+// A pull's intent is written down before it starts and struck out when it
+// ends, so a daemon that stops mid-pull (SIGTERM, or kill -9) finds it on
+// the next start and resumes it from the partial's verified blocks.
+
+/// A pull in flight: its task and a byte counter for progress.
+final class PullJob: @unchecked Sendable {
+    typealias Work = @Sendable (_ progress: @escaping @Sendable (Int64) -> Void) async throws -> Staging.PullReport
+
+    let total: UInt64
+    private let lock = NSLock()
+    private var landed: Int64 = 0
+    private var running: Task<Staging.PullReport, any Error>?
+
+    /// Starts `work` at once, counting the bytes it reports.
+    init(total: UInt64, work: @escaping Work) {
+        self.total = total
+        let task = Task { try await work { bytes in self.add(bytes) } }
+        lock.withLock { running = task }
+    }
+
+    var task: Task<Staging.PullReport, any Error> { lock.withLock { running! } }
+
+    /// Bytes staged so far (files already staged count whole).
+    var done: UInt64 { lock.withLock { UInt64(max(0, landed)) } }
+
+    private func add(_ bytes: Int64) { lock.withLock { landed += bytes } }
+}
+
+/// The models whose pulls are under way, in a small JSON file in staging.
+struct PendingPulls: Sendable {
+    let path: String
+    private static let lock = NSLock()  // one writer of the file per process
+
+    func list() -> [ModelReference] {
+        guard let data = FileManager.default.contents(atPath: path),
+            let names = try? JSONDecoder().decode([String].self, from: data)
+        else { return [] }
+        return names.compactMap { try? ModelReference(parsing: $0) }
+    }
+
+    func add(_ reference: ModelReference) { update { $0.insert(reference.description) } }
+    func remove(_ reference: ModelReference) { update { $0.remove(reference.description) } }
+
+    private func update(_ change: (inout Set<String>) -> Void) {
+        Self.lock.withLock {
+            var names = Set(list().map(\.description))
+            change(&names)
+            let data = (try? JSONEncoder().encode(names.sorted())) ?? Data("[]".utf8)
+            let temporary = path + ".tmp"
+            _ = FileManager.default.createFile(atPath: temporary, contents: data)
+            _ = rename(temporary, path)
+        }
+    }
+}
+
+extension Node {
+    /// The model's pull, started if none is running. Never throws: a failed
+    /// pull is seen by whoever waits for it.
+    @discardableResult
+    func startPull(of model: ResolvedModel) -> PullJob? {
+        guard let resolved = model.resolved else { return nil }  // from the snapshot: staged already
+        lock.lock()
+        defer { lock.unlock() }
+        if let job = pulls[model.reference] { return job }
+        let staging = self.staging
+        let repository = self.repository
+        let logger = self.logger
+        let pending = self.pending
+        let reference = model.reference
+        pending.add(reference)
+        let job = PullJob(total: model.bytes) { progress in
+            let started = ContinuousClock.now
+            do {
+                let report = try await staging.pull(resolved, from: repository, progress: progress)
+                pending.remove(reference)
+                logger.info(
+                    "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), in \(ContinuousClock.now - started)")
+                return report
+            } catch {
+                logger.error("pull of \(reference) failed: \(DaemonError.from(error))")
+                throw error
+            }
+        }
+        pulls[reference] = job
+        Task { [weak self] in
+            _ = await job.task.result
+            self?.lock.withLock { if self?.pulls[reference] === job { self?.pulls[reference] = nil } }
+        }
+        return job
+    }
+
+    /// Waits for the model's pull (starting it if needed).
+    func waitForPull(of model: ResolvedModel, progress: (UInt64, UInt64) -> Void = { _, _ in }) throws(DaemonError) -> Staging.PullReport? {
+        guard let job = startPull(of: model) else { return nil }
+        let semaphore = DispatchSemaphore(value: 0)
+        Task {
+            _ = await job.task.result
+            semaphore.signal()
+        }
+        while semaphore.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+            if lock.withLock({ draining }) { throw .shuttingDown }
+            progress(job.done, job.total)
+        }
+        progress(job.done, job.total)
+        do { return try blocking { try await job.task.value } } catch { throw DaemonError.from(error) }
+    }
+
+    /// Pulls that a previous run left unfinished, restarted in the background.
+    public func resumeParkedPulls() {
+        for reference in pending.list() {
+            do {
+                let model = try resolve(reference)
+                logger.notice("resuming the pull of \(reference) left by a previous run")
+                startPull(of: model)
+            } catch {
+                logger.warning("cannot resume the pull of \(reference): \(error)")
+            }
+        }
+    }
+
+    /// Pulls in flight now.
+    var activePulls: Int { lock.withLock { pulls.count } }
+}

@@ -1,0 +1,84 @@
+/// One frame: a 12-byte header (u32 length of what follows it, u16 type,
+/// u16 reserved = 0, u32 request id) and a payload.
+public struct Frame: Equatable, Sendable {
+    public static let headerSize = 12
+    /// The header's `length` counts type, reserved and request id too.
+    static let lengthCovered = 8
+
+    public var type: UInt16
+    public var request: UInt32
+    public var payload: [UInt8]
+
+    public init(type: UInt16, request: UInt32, payload: [UInt8]) {
+        self.type = type
+        self.request = request
+        self.payload = payload
+    }
+
+    /// The frame as it goes on the wire.
+    public var encoded: [UInt8] {
+        var bytes = Frame.header(type: type, request: request, payloadLength: payload.count)
+        bytes.append(contentsOf: payload)
+        return bytes
+    }
+
+    /// Just the header, for senders that write a large payload (read data)
+    /// straight from where it lies instead of copying it behind the header.
+    public static func header(type: UInt16, request: UInt32, payloadLength: Int) -> [UInt8] {
+        var writer = ByteWriter(capacity: headerSize + 32)
+        writer.u32(UInt32(payloadLength + lengthCovered))
+        writer.u16(type)
+        writer.u16(0)
+        writer.u32(request)
+        return writer.bytes
+    }
+}
+
+/// Cuts a byte stream into frames. Feed it what `recv` returned; take frames
+/// out with `next()` until it returns nil. A header announcing a frame over
+/// `maxFrameSize` (header included) is rejected as soon as the header is in,
+/// before any of its payload is buffered, so a hostile length costs nothing.
+public struct FrameDecoder: Sendable {
+    public let maxFrameSize: Int
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    public init(maxFrameSize: Int) {
+        self.maxFrameSize = maxFrameSize
+    }
+
+    /// Bytes received and not yet returned as frames.
+    public var buffered: Int { buffer.count - start }
+
+    public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next complete frame, or nil until more bytes arrive.
+    public mutating func next() throws(WireError) -> Frame? {
+        guard buffered >= Frame.headerSize else { return nil }
+        var reader = ByteReader(buffer[start..<start + Frame.headerSize])
+        let length = Int(try reader.u32())
+        let type = try reader.u16()
+        let reserved = try reader.u16()
+        let request = try reader.u32()
+        guard length >= Frame.lengthCovered else {
+            throw .malformed("frame length \(length) is below the minimum of \(Frame.lengthCovered)")
+        }
+        guard reserved == 0 else { throw .malformed("reserved header field is \(reserved), must be 0") }
+        let total = length + 4
+        guard total <= maxFrameSize else { throw .frameTooLarge(length: total, limit: maxFrameSize) }
+        guard buffered >= total else { return nil }
+        let payload = Array(buffer[start + Frame.headerSize..<start + total])
+        start += total
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
+            start = 0
+        }
+        return Frame(type: type, request: request, payload: payload)
+    }
+}

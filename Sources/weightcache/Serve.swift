@@ -1,0 +1,70 @@
+import ArgumentParser
+import BlockCache
+import Config
+import Daemon
+import Foundation
+import Logging
+import ServiceLifecycle
+import Staging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon: staging + RAM cache behind the Unix socket (docs/protocol.md). SIGTERM drains.",
+        discussion: """
+            Examples:
+              weightcache serve
+              weightcache serve --config /etc/weightcache/config.json --set socket.path=/tmp/wc.sock
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.serve"))
+        let config = wiring.config
+        let logger = wiring.logger
+        let staging = wiring.staging()
+        // Start-up check: crash leftovers removed, partials kept for resume,
+        // blobs whose content does not match their name quarantined.
+        try staging.layout.prepare()
+        let check = try staging.check(logger: logger)
+        logger.info(
+            "staging \(config.staging.directory): \(check.blobsVerified) blob(s) verified, \(check.quarantined.count) quarantined, \(check.removed.count) leftover(s) removed, \(check.resumable) partial(s) to resume")
+        guard let policy = PolicyKind(rawValue: config.ramCache.policy) else {
+            throw CommandError("ramCache.policy: unknown policy \(config.ramCache.policy)")
+        }
+        let quarantineLogger = logger
+        let cache = try BlockCache(
+            budgetBytes: config.ramCache.budgetBytes, blockSize: Int(config.ramCache.blockSize), policy: policy,
+            readAheadBlocks: config.ramCache.readAheadBlocks
+        ) { digest, block in
+            _ = try? staging.quarantine(blob: digest, reason: "block \(block) failed its xxh3-64 check on the way into RAM", logger: quarantineLogger)
+        }
+        let node = try Node(staging: staging, repository: try wiring.repository(), cache: cache, logger: logger)
+        let server = Server(
+            node: node, path: config.socket.path, mode: mode_t(config.socket.mode), group: try Self.group(config.socket.group),
+            limits: ServerLimits(
+                maxRequestFrame: Int(config.daemon.maxRequestFrameBytes), maxReadLength: Int(config.daemon.maxReadBytes),
+                maxInFlight: config.daemon.maxInFlight, maxConnections: config.daemon.maxConnections,
+                idleTimeout: .seconds(config.daemon.idleTimeoutSeconds), drainTimeout: .seconds(config.daemon.drainTimeoutSeconds)),
+            access: try AccessPolicy(config.access), logger: logger)
+        try FileManager.default.createDirectory(
+            atPath: (config.socket.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: DaemonService(server: server, node: node))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        logger.info("stopped")
+    }
+
+    static func group(_ name: String?) throws -> gid_t? {
+        guard let name else { return nil }
+        if let id = gid_t(name) { return id }
+        guard let entry = getgrnam(name) else { throw CommandError("socket.group: no such group \(name)") }
+        return entry.pointee.gr_gid
+    }
+}
