@@ -35,6 +35,12 @@ public struct BlobSource: Sendable {
         self.blockDigests = blockDigests
     }
 
+    /// The staged file, for a blob on NVMe.
+    public var path: String? {
+        if case .file(let path) = origin { return path }
+        return nil
+    }
+
     public init(digest: String, path: String, size: UInt64, blockSize: Int, blockDigests: [UInt64]) {
         self.init(digest: digest, origin: .file(path: path), size: size, blockSize: blockSize, blockDigests: blockDigests)
     }

@@ -104,7 +104,7 @@ final class BlockCacheTests: XCTestCase {
         let (source, bytes) = try makeBlob("rotten", size: 5 * blockSize, blockSize: blockSize)
         var corrupted = bytes
         corrupted[3 * blockSize + 17] ^= 0x01
-        try Data(corrupted).write(to: URL(fileURLWithPath: source.path))
+        try Data(corrupted).write(to: URL(fileURLWithPath: source.path!))
 
         XCTAssertEqual(try cache.read(source, range: 0..<UInt64(2 * blockSize)), Array(bytes[0..<2 * blockSize]))
         for _ in 0..<2 {  // the bad block is not cached by the first failure
@@ -117,6 +117,44 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertEqual(reported.all, ["rotten#3", "rotten#3"])
         XCTAssertEqual(cache.statistics.integrityFailures, 2)
         XCTAssertFalse(cache.isResident(blob: "rotten", block: 3))
+    }
+
+    /// A blob not staged yet: blocks come from its remote fetch, are checked
+    /// like staged ones, counted as bytes from the store, and a bad remote
+    /// block is refused without blaming (quarantining) anything on NVMe.
+    func testRemoteOriginBlocksAreVerifiedAndCounted() throws {
+        let blockSize = 64 << 10
+        let reported = Failures()
+        let cache = try BlockCache(budgetBytes: UInt64(8 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 0) { blob, block in
+            reported.add("\(blob)#\(block)")
+        }
+        let (staged, bytes) = try makeBlob("remote", size: 3 * blockSize + 10, blockSize: blockSize)
+        let fetches = Failures()
+        func remote(corruptBlock: Int?) -> BlobSource {
+            BlobSource(
+                digest: staged.digest,
+                origin: .remote { (block: Int, target: UnsafeMutableRawBufferPointer) throws(CacheError) -> Void in
+                    fetches.add("\(block)")
+                    var chunk = Array(bytes[block * blockSize..<block * blockSize + target.count])
+                    if block == corruptBlock { chunk[5] ^= 0xFF }
+                    chunk.withUnsafeBytes { target.copyMemory(from: $0) }
+                },
+                size: staged.size, blockSize: blockSize, blockDigests: staged.blockDigests)
+        }
+        XCTAssertThrowsError(try cache.read(remote(corruptBlock: 1), range: UInt64(blockSize)..<UInt64(blockSize + 5))) {
+            guard case .integrity(_, 1, _, _) = $0 as? CacheError else { return XCTFail("\($0)") }
+        }
+        XCTAssertEqual(reported.all, [], "a bad remote block must not quarantine the staged blob")
+        let all = try cache.read(remote(corruptBlock: nil), range: 0..<staged.size)
+        XCTAssertEqual(all, bytes)
+        XCTAssertEqual(cache.statistics.bytesFromStore, staged.size)
+        XCTAssertEqual(cache.statistics.bytesFromNVMe, 0)
+        // Now resident: the staged origin is not even asked.
+        XCTAssertEqual(try cache.read(staged, range: 0..<staged.size), bytes)
+        XCTAssertEqual(cache.statistics.bytesFromNVMe, 0)
+        XCTAssertEqual(cache.residentBytes(blob: staged.digest, size: staged.size), staged.size)
+        XCTAssertEqual(cache.drop(blob: staged.digest), 4)
+        XCTAssertEqual(cache.residentBytes(blob: staged.digest, size: staged.size), 0)
     }
 
     func testReadAheadLoadsTheNextBlocksOfASequentialReader() throws {

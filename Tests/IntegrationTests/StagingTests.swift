@@ -250,8 +250,9 @@ final class StagingTests: XCTestCase {
 
         let shard = try XCTUnwrap(manifest.files.first { $0.path.hasSuffix(".safetensors") })
         let blob = try source(shard)
-        chmod(blob.path, 0o644)
-        let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: blob.path))
+        guard case .file(let blobPath) = blob.origin else { return XCTFail("a staged blob's origin is its file") }
+        chmod(blobPath, 0o644)
+        let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: blobPath))
         try handle.seek(toOffset: UInt64(4 * manifest.blockSize + 99))
         handle.write(Data([0xAB]))
         try handle.close()

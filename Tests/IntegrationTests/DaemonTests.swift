@@ -1,0 +1,300 @@
+// The daemon, end to end: a real `weightcache serve` on a Unix socket, the
+// real SeaweedFS behind it, and clients speaking the protocol.
+import Foundation
+import UnixSocket
+import WeightCacheClient
+import Wire
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class DaemonTests: XCTestCase {
+    func original(_ folder: String, _ path: String) throws -> [UInt8] {
+        Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/" + path)))
+    }
+
+    /// Preload over the socket with progress, then every file by `read` and by
+    /// `open` (the passed descriptor) equals the original; SIGTERM exits 0 and
+    /// removes the socket.
+    func testPreloadThenReadAndOpenEveryFile() async throws {
+        let daemon = try await DaemonHarness(tag: "daemon")
+        let folder = try daemon.pushModel("tiny@main", bigMiB: 24, seed: 11)
+        try daemon.start()
+        let client = try daemon.client()
+        XCTAssertEqual(client.hello.version, 1)
+
+        var updates: [(UInt64, UInt64)] = []
+        let info = try client.preload("tiny@main", tier: .nvme, pin: true) { updates.append(($0, $1)) }
+        XCTAssertTrue(info.pinned)
+        XCTAssertFalse(info.snapshot.isEmpty)
+        XCTAssertFalse(updates.isEmpty, "no progress frames")
+        let total = info.files.reduce(0) { $0 + $1.size }
+        XCTAssertEqual(updates.last?.0, total)
+        XCTAssertEqual(updates.last?.1, total)
+
+        for file in info.files {
+            XCTAssertEqual(file.nvme, .staged, file.path)
+            let expected = try original(folder, file.path)
+            XCTAssertEqual(file.size, UInt64(expected.count))
+            let viaRead = try client.read("tiny@main", path: file.path, offset: 0, length: expected.count)
+            XCTAssertTrue(viaRead == expected, "read of \(file.path) differs")
+
+            let opened = try client.open("tiny@main", path: file.path)
+            defer { close(opened.descriptor) }
+            var viaOpen = [UInt8](repeating: 0, count: expected.count)
+            let n = viaOpen.withUnsafeMutableBytes { pread(opened.descriptor, $0.baseAddress, $0.count, 0) }
+            XCTAssertEqual(n, expected.count)
+            XCTAssertTrue(viaOpen == expected, "open of \(file.path) differs")
+            // Read-only: the client cannot change the staged blob.
+            XCTAssertEqual(write(opened.descriptor, "x", 1), -1)
+        }
+        // Bad input gets typed errors, and the connection stays usable.
+        XCTAssertThrowsError(try client.resolve("nope@main")) { XCTAssertEqual(code($0), .notFound) }
+        XCTAssertThrowsError(try client.read("tiny@main", path: "../../etc/passwd", offset: 0, length: 10)) { XCTAssertEqual(code($0), .invalidArgument) }
+        XCTAssertThrowsError(try client.read("tiny@main", path: "/etc/passwd", offset: 0, length: 10)) { XCTAssertEqual(code($0), .invalidArgument) }
+        XCTAssertThrowsError(try client.read("../x", path: "config.json", offset: 0, length: 10)) { XCTAssertEqual(code($0), .invalidArgument) }
+        XCTAssertThrowsError(try client.read("tiny@main", path: "config.json", offset: 1 << 40, length: 10)) { XCTAssertEqual(code($0), .invalidArgument) }
+        XCTAssertThrowsError(try client.evict("tiny@main")) { XCTAssertEqual(code($0), .invalidArgument) }  // pinned
+        let models = try client.list()
+        XCTAssertEqual(models.map(\.model), ["tiny@main"])
+        XCTAssertEqual(models.first?.nvmeBytes, total)
+        XCTAssertTrue(models.first?.pinned ?? false)
+        let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as? [String: Any]
+        XCTAssertNotNil(stats?["ram"])
+
+        XCTAssertEqual(daemon.stop(), 0, daemon.logText)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.socket), "socket left behind")
+    }
+
+    /// A model nobody preloaded: reads are served block by block from the
+    /// store (read-through) and are right; the pull then completes behind them.
+    func testColdReadIsServedThroughFromTheStore() async throws {
+        let daemon = try await DaemonHarness(tag: "cold")
+        let folder = try daemon.pushModel("cold/model@v1", bigMiB: 40, shards: 1, seed: 12)
+        try daemon.start()
+        let client = try daemon.client()
+        let shard = "model-00001-of-00001.safetensors"
+        let expected = try original(folder, shard)
+        XCTAssertEqual(try client.stat("cold/model@v1", path: shard).nvme, .absent)
+
+        let head = try client.read("cold/model@v1", path: shard, offset: 0, length: 4096)
+        XCTAssertEqual(head, Array(expected[0..<4096]))
+        let middle = expected.count / 2
+        XCTAssertEqual(try client.read("cold/model@v1", path: shard, offset: UInt64(middle), length: 1 << 20), Array(expected[middle..<middle + (1 << 20)]))
+        let tail = try client.read("cold/model@v1", path: shard, offset: UInt64(expected.count - 100), length: 1000)
+        XCTAssertEqual(tail, Array(expected[(expected.count - 100)...]), "a read past the end is clipped")
+        let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as! [String: Any]
+        let ram = stats["ram"] as! [String: Any]
+        XCTAssertGreaterThan(ram["bytesFromStore"] as! Int, 0, "the cold reads did not come from the store")
+
+        // The background pull lands the file; reads go on being right.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try client.stat("cold/model@v1", path: shard).nvme != .staged && ContinuousClock.now < deadline { usleep(100_000) }
+        XCTAssertEqual(try client.stat("cold/model@v1", path: shard).nvme, .staged)
+        XCTAssertTrue(try client.read("cold/model@v1", path: shard, offset: 0, length: expected.count) == expected)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// Another uid (nobody, through setpriv): refused when not listed, served
+    /// when listed for reads, refused admin operations unless listed as admin.
+    func testAccessControlByPeerUID() async throws {
+        let daemon = try await DaemonHarness(tag: "access", settings: ["WEIGHTCACHE_SOCKET_MODE": "0666"])
+        try daemon.pushModel("acl@main", bigMiB: 1, shards: 1, seed: 13)
+        func asNobody(_ arguments: [String]) -> (status: Int32, output: String) {
+            runProcessStatus(
+                "/usr/bin/setpriv",
+                ["--reuid=nobody", "--regid=nogroup", "--clear-groups", DaemonHarness.binary] + arguments
+                    + ["--config", repositoryRoot + "/config.json", "--set", "socket.path=\(daemon.socket)"],
+                environment: ["HOME": "/nonexistent"])
+        }
+        try daemon.start()
+        var attrs = stat()
+        XCTAssertEqual(stat(daemon.socket, &attrs), 0)
+        XCTAssertEqual(attrs.st_mode & 0o777, 0o666, "socket mode is not as configured")
+        var run = asNobody(["stats"])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.output.contains("permission-denied"), run.output)
+        XCTAssertEqual(daemon.stop(), 0)
+
+        try daemon.start(extra: ["WEIGHTCACHE_ACCESS_READ_USERS": "nobody"])
+        run = asNobody(["stats"])
+        XCTAssertEqual(run.status, 0, run.output)
+        run = asNobody(["preload", "acl@main"])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.output.contains("permission-denied"), run.output)
+        XCTAssertEqual(daemon.stop(), 0)
+
+        try daemon.start(extra: ["WEIGHTCACHE_ACCESS_ADMIN_USERS": "nobody"])
+        run = asNobody(["preload", "acl@main"])
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// Garbage, half frames, oversized headers, requests before hello and
+    /// unknown operations: each gets an error or a closed connection, the
+    /// daemon goes on serving, and its descriptor count returns to where it was.
+    func testHostileFramesLeakNothing() async throws {
+        let daemon = try await DaemonHarness(tag: "garbage")
+        let folder = try daemon.pushModel("g@main", bigMiB: 1, shards: 1, seed: 14)
+        try daemon.start()
+        let good = try daemon.client()
+        _ = try good.preload("g@main")
+        usleep(300_000)
+        let baseline = daemon.descriptorCount()
+        XCTAssertGreaterThan(baseline, 0)
+
+        var rng = SystemRandomNumberGenerator()
+        let hello = Request.hello(Hello(client: "raw")).frame(request: 1).encoded
+        for round in 0..<200 {
+            let socket = try UnixSocket.connect(path: daemon.socket)
+            var bytes: [UInt8]
+            switch round % 5 {
+            case 0: bytes = (0..<Int.random(in: 1...512, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            case 1: bytes = Array(hello.prefix(Int.random(in: 1..<hello.count, using: &rng)))  // half a frame, then gone
+            case 2: bytes = [0xFF, 0xFF, 0xFF, 0x7F, 1, 0, 0, 0, 0, 0, 0, 0]  // a 2 GiB frame announced
+            case 3: bytes = Request.stats.frame(request: 5).encoded  // no hello first
+            default: bytes = hello + Frame(type: 0x7E, request: 2, payload: [1, 2, 3]).encoded  // unknown operation
+            }
+            try? socket.send(bytes)
+            if round % 5 == 4 {
+                // The unknown operation is answered and the connection stays open.
+                let replies = try readFrames(socket, count: 2)
+                XCTAssertEqual(try Response(decoding: replies[1]), .error(.unknownOperation, "unknown request type 126"))
+                try socket.send(Request.stats.frame(request: 3).encoded)
+                guard case .stats = try Response(decoding: try readFrames(socket, count: 1)[0]) else { return XCTFail("no stats reply") }
+            } else if round % 5 == 2 || round % 5 == 3 {
+                let reply = try Response(decoding: try readFrames(socket, count: 1)[0])
+                guard case .error(let code, _) = reply else { return XCTFail("expected an error, got \(reply)") }
+                XCTAssertTrue([.malformed, .helloRequired].contains(code))
+            }
+            socket.close()
+        }
+        // Still serving, right bytes.
+        let expected = try original(folder, "config.json")
+        XCTAssertEqual(try good.read("g@main", path: "config.json", offset: 0, length: expected.count), expected)
+        XCTAssertEqual(try daemon.client().read("g@main", path: "config.json", offset: 0, length: expected.count), expected)
+        // Every hostile connection's descriptor was closed.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while daemon.descriptorCount() > baseline + 1 && ContinuousClock.now < deadline { usleep(100_000) }
+        XCTAssertLessThanOrEqual(daemon.descriptorCount(), baseline + 1, "descriptors leaked")
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// SIGTERM while a preload is pulling: exit 0, socket removed; the next
+    /// start resumes the parked pull by itself, from the blocks already staged.
+    func testSigtermDuringPreloadParksAndTheNextStartResumes() async throws {
+        let daemon = try await DaemonHarness(tag: "park", settings: [
+            "WEIGHTCACHE_TRANSFER_CONCURRENCY": "2", "WEIGHTCACHE_TRANSFER_PART_SIZE": "4MiB",
+            "WEIGHTCACHE_TRANSFER_MAX_BYTES_PER_SECOND": "8MiB",
+        ])
+        let folder = try daemon.pushModel("park@main", bigMiB: 64, shards: 1, seed: 15)
+        try daemon.start()
+        let progress = Progress()
+        let preload = Thread {
+            do {
+                let client = try DaemonClient(path: daemon.socket)
+                _ = try client.preload("park@main") { done, _ in progress.set(done) }
+                progress.finish(nil)
+            } catch { progress.finish(error) }
+        }
+        preload.start()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while progress.done < 16 << 20 && ContinuousClock.now < deadline { usleep(50_000) }
+        XCTAssertGreaterThanOrEqual(progress.done, 16 << 20, "the pull did not start")
+        XCTAssertEqual(daemon.stop(), 0, daemon.logText)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.socket))
+        // The waiting client heard that the daemon is going away.
+        let waitEnd = ContinuousClock.now + .seconds(10)
+        while !progress.finished && ContinuousClock.now < waitEnd { usleep(50_000) }
+        XCTAssertTrue(progress.finished)
+        XCTAssertNotNil(progress.error)
+
+        try daemon.start()
+        let client = try daemon.client()
+        let shard = "model-00001-of-00001.safetensors"
+        let end = ContinuousClock.now + .seconds(90)
+        while try client.stat("park@main", path: shard).nvme != .staged && ContinuousClock.now < end { usleep(200_000) }
+        XCTAssertEqual(try client.stat("park@main", path: shard).nvme, .staged, daemon.logText)
+        let log = daemon.logText
+        XCTAssertTrue(log.contains("resuming the pull of park@main"), log)
+        let resumed = log.range(of: "resumed ").flatMap { UInt64(log[$0.upperBound...].prefix { $0.isNumber }) } ?? 0
+        XCTAssertGreaterThanOrEqual(resumed, 8 << 20, "the second run did not reuse the first run's blocks: \(log)")
+        let expected = try original(folder, shard)
+        XCTAssertTrue(try client.read("park@main", path: shard, offset: 0, length: expected.count + 4096) == expected)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// 32 clients reading random ranges at once for a few seconds: no error,
+    /// every byte right (the RAM budget is smaller than the model: evictions happen).
+    func testThirtyTwoConcurrentClients() async throws {
+        let daemon = try await DaemonHarness(tag: "many", settings: ["WEIGHTCACHE_RAM_CACHE_BUDGET_BYTES": "32MiB"])
+        let folder = try daemon.pushModel("many@main", bigMiB: 48, shards: 2, seed: 16)
+        try daemon.start()
+        let info = try daemon.client().resolve("many@main")
+        let files = try info.files.map { ($0.path, try original(folder, $0.path)) }
+        let failures = Failures()
+        let stop = ContinuousClock.now + .seconds(4)
+        let group = DispatchGroup()
+        for worker in 0..<32 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                do {
+                    let client = try DaemonClient(path: daemon.socket)
+                    var rng = SystemRandomNumberGenerator()
+                    var reads = 0
+                    while ContinuousClock.now < stop || reads == 0 {
+                        let (path, bytes) = files[Int.random(in: 0..<files.count, using: &rng)]
+                        let offset = Int.random(in: 0..<bytes.count, using: &rng)
+                        let length = Int.random(in: 1...min(2 << 20, bytes.count - offset), using: &rng)
+                        let got = try client.read("many@main", path: path, offset: UInt64(offset), length: length)
+                        if got != Array(bytes[offset..<offset + length]) { failures.add("worker \(worker): wrong bytes in \(path) at \(offset)+\(length)") }
+                        reads += 1
+                    }
+                } catch { failures.add("worker \(worker): \(error)") }
+            }.start()
+        }
+        group.wait()
+        XCTAssertEqual(failures.list, [])
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    func readFrames(_ socket: UnixSocket, count: Int) throws -> [Frame] {
+        var decoder = FrameDecoder(maxFrameSize: 1 << 20)
+        var frames: [Frame] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while frames.count < count {
+            guard try socket.poll(events: Int16(POLLIN), timeoutMilliseconds: 5000) else { throw SocketError.closed }
+            let n = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
+            guard n > 0 else { throw SocketError.closed }
+            decoder.append(buffer[0..<n])
+            while let frame = try decoder.next() { frames.append(frame) }
+        }
+        return frames
+    }
+}
+
+func code(_ error: any Error) -> ErrorCode? {
+    if case ClientError.daemon(let code, _) = error { return code }
+    return nil
+}
+
+final class Progress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: UInt64 = 0
+    private var outcome: (any Error)??
+    var done: UInt64 { lock.withLock { value } }
+    var finished: Bool { lock.withLock { outcome != nil } }
+    var error: (any Error)? { lock.withLock { outcome ?? nil } }
+    func set(_ done: UInt64) { lock.withLock { value = done } }
+    func finish(_ error: (any Error)?) { lock.withLock { outcome = .some(error) } }
+}
+
+final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    var list: [String] { lock.withLock { items } }
+    func add(_ text: String) { lock.withLock { items.append(text) } }
+}
