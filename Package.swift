@@ -86,6 +86,8 @@ let package = Package(
 
         // Benchmarks/TraceReplay: eviction policies and prefetch on synthetic traces.
         .executableTarget(name: "trace-replay", dependencies: ["BlockCache"], path: "Benchmarks/TraceReplay"),
+        // Benchmarks/SocketBench: the socket API vs pread and mmap (Benchmarks/socket-api.sh).
+        .executableTarget(name: "socket-bench", dependencies: ["WeightCacheClient"], path: "Benchmarks/SocketBench"),
 
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),

@@ -33,10 +33,12 @@ public enum ClientError: Error, Equatable, Sendable, CustomStringConvertible {
 public final class DaemonClient {
     public private(set) var hello: HelloOK
     private let socket: UnixSocket
-    private var decoder = FrameDecoder(maxFrameSize: 512 << 20)
+    /// Bytes received past the last frame taken (rare: one request at a time).
+    private var pending: [UInt8] = []
     private var descriptors: [Int32] = []
     private var nextRequest: UInt32 = 1
-    private var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    private var buffer = [UInt8](repeating: 0, count: 256 << 10)
+    private static let maxFrameSize = 512 << 20
 
     /// Connects to the socket at `path` and says hello.
     public init(path: String, name: String = "weightcache-cli") throws(ClientError) {
@@ -68,18 +70,53 @@ public final class DaemonClient {
     }
 
     /// Bytes of a file; ranges longer than the daemon's read limit are split.
+    /// Fewer than `length` only at the end of the file.
     public func read(_ model: String, path: String, offset: UInt64, length: Int) throws(ClientError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(length)
         let step = max(1, Int(hello.maxReadLength))
-        while bytes.count < length {
-            let chunk = UInt32(min(step, length - bytes.count))
-            guard case .data(let data) = try exchange(.read(model: model, path: path, offset: offset + UInt64(bytes.count), length: chunk))
-            else { throw unexpected("data") }
-            bytes += data
-            if data.count < Int(chunk) { break }  // the end of the file
+        var failure: ClientError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: length) { raw, initialized in
+            let target = UnsafeMutableRawBufferPointer(raw)
+            while initialized < length {
+                let chunk = min(step, length - initialized)
+                do throws(ClientError) {
+                    let n = try read(
+                        model, path: path, offset: offset + UInt64(initialized),
+                        into: UnsafeMutableRawBufferPointer(rebasing: target[initialized..<initialized + chunk]))
+                    initialized += n
+                    if n < chunk { break }  // the end of the file
+                } catch {
+                    failure = error
+                    break
+                }
+            }
         }
+        if let failure { throw failure }
         return bytes
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` straight into `buffer`
+    /// (no intermediate copy: the payload is received into it); returns the
+    /// bytes read, fewer only at the end of the file. One request per call:
+    /// `buffer.count` may not exceed `hello.maxReadLength`.
+    public func read(
+        _ model: String, path: String, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(ClientError) -> Int {
+        let id = try send(.read(model: model, path: path, offset: offset, length: UInt32(buffer.count)))
+        let header = try nextHeader()
+        guard header.type == MessageType.data.rawValue, header.request == id else {
+            _ = try finalReply(try payload(header), expecting: id) { _ in }
+            throw unexpected("data")
+        }
+        guard header.payloadLength <= buffer.count else { throw .protocolViolation("read reply longer than asked") }
+        let early = min(pending.count, header.payloadLength)
+        pending.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<early])) }
+        pending.removeFirst(early)
+        var filled = early
+        while filled < header.payloadLength {
+            let n = try receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<header.payloadLength]))
+            filled += n
+        }
+        return header.payloadLength
     }
 
     /// A read-only descriptor of the staged file (the caller closes it).
@@ -123,35 +160,68 @@ public final class DaemonClient {
     /// Sends a request and returns its final reply (errors thrown), passing
     /// intermediate replies (progress) to `interim`.
     private func exchange(_ request: Request, interim: (Response) -> Void = { _ in }) throws(ClientError) -> Response {
-        let id = nextRequest
-        nextRequest &+= 1
-        do { try socket.send(request.frame(request: id).encoded) } catch { throw .socket(error) }
+        let id = try send(request)
         while true {
-            let frame = try nextFrame()
-            let reply: Response
-            do { reply = try Response(decoding: frame) } catch { throw .protocolViolation("\(error)") }
-            if case .error(let code, let message) = reply, frame.request == id || frame.request == 0 {
-                throw .daemon(code, message)
-            }
-            guard frame.request == id else { throw .protocolViolation("reply to request \(frame.request), expected \(id)") }
-            if reply.isFinal { return reply }
-            interim(reply)
+            let header = try nextHeader()
+            if let reply = try finalReply(try payload(header), expecting: id, interim: interim) { return reply }
         }
     }
 
-    private func nextFrame() throws(ClientError) -> Frame {
-        while true {
-            do {
-                if let frame = try decoder.next() { return frame }
-            } catch { throw .protocolViolation("\(error)") }
-            var count = 0
-            var failure: SocketError?
-            buffer.withUnsafeMutableBytes { raw in
-                do throws(SocketError) { count = try socket.receive(into: raw, descriptors: &descriptors) } catch { failure = error }
-            }
-            if let failure { throw .socket(failure) }
-            guard count > 0 else { throw .socket(.closed) }
-            decoder.append(buffer[0..<count])
+    private func send(_ request: Request) throws(ClientError) -> UInt32 {
+        let id = nextRequest
+        nextRequest &+= 1
+        do { try socket.send(request.frame(request: id).encoded) } catch { throw .socket(error) }
+        return id
+    }
+
+    /// The reply if it is final; nil after handing an interim one to `interim`.
+    private func finalReply(_ frame: Frame, expecting id: UInt32, interim: (Response) -> Void) throws(ClientError) -> Response? {
+        let reply: Response
+        do { reply = try Response(decoding: frame) } catch { throw .protocolViolation("\(error)") }
+        if case .error(let code, let message) = reply, frame.request == id || frame.request == 0 {
+            throw .daemon(code, message)
         }
+        guard frame.request == id else { throw .protocolViolation("reply to request \(frame.request), expected \(id)") }
+        if reply.isFinal { return reply }
+        interim(reply)
+        return nil
+    }
+
+    private func nextHeader() throws(ClientError) -> Frame.Header {
+        try fill(Frame.headerSize)
+        let header: Frame.Header
+        do { header = try Frame.header(parsing: pending[0..<Frame.headerSize], maxFrameSize: Self.maxFrameSize) } catch {
+            throw .protocolViolation("\(error)")
+        }
+        pending.removeFirst(Frame.headerSize)
+        return header
+    }
+
+    private func payload(_ header: Frame.Header) throws(ClientError) -> Frame {
+        try fill(header.payloadLength)
+        let payload = Array(pending[0..<header.payloadLength])
+        pending.removeFirst(header.payloadLength)
+        return Frame(type: header.type, request: header.request, payload: payload)
+    }
+
+    /// Receives until at least `count` bytes are pending.
+    private func fill(_ count: Int) throws(ClientError) {
+        while pending.count < count {
+            var n = 0
+            var failure: ClientError?
+            buffer.withUnsafeMutableBytes { raw in
+                do throws(ClientError) { n = try receive(into: raw) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            pending += buffer[0..<n]
+        }
+    }
+
+    /// One recv (collecting passed descriptors); the peer closing is an error.
+    private func receive(into raw: UnsafeMutableRawBufferPointer) throws(ClientError) -> Int {
+        let count: Int
+        do { count = try socket.receive(into: raw, descriptors: &descriptors) } catch { throw .socket(error) }
+        guard count > 0 else { throw .socket(.closed) }
+        return count
     }
 }

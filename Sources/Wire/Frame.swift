@@ -22,6 +22,29 @@ public struct Frame: Equatable, Sendable {
         return bytes
     }
 
+    /// A parsed header: what follows it.
+    public struct Header: Equatable, Sendable {
+        public var type: UInt16
+        public var request: UInt32
+        public var payloadLength: Int
+    }
+
+    /// Parses and checks the 12 header bytes at the start of `bytes`;
+    /// `maxFrameSize` bounds the whole frame, header included.
+    public static func header(parsing bytes: ArraySlice<UInt8>, maxFrameSize: Int) throws(WireError) -> Header {
+        var reader = ByteReader(bytes.prefix(headerSize))
+        let length = Int(try reader.u32())
+        let type = try reader.u16()
+        let reserved = try reader.u16()
+        let request = try reader.u32()
+        guard length >= lengthCovered else {
+            throw .malformed("frame length \(length) is below the minimum of \(lengthCovered)")
+        }
+        guard reserved == 0 else { throw .malformed("reserved header field is \(reserved), must be 0") }
+        guard length + 4 <= maxFrameSize else { throw .frameTooLarge(length: length + 4, limit: maxFrameSize) }
+        return Header(type: type, request: request, payloadLength: length - lengthCovered)
+    }
+
     /// Just the header, for senders that write a large payload (read data)
     /// straight from where it lies instead of copying it behind the header.
     public static func header(type: UInt16, request: UInt32, payloadLength: Int) -> [UInt8] {
@@ -61,17 +84,8 @@ public struct FrameDecoder: Sendable {
     /// The next complete frame, or nil until more bytes arrive.
     public mutating func next() throws(WireError) -> Frame? {
         guard buffered >= Frame.headerSize else { return nil }
-        var reader = ByteReader(buffer[start..<start + Frame.headerSize])
-        let length = Int(try reader.u32())
-        let type = try reader.u16()
-        let reserved = try reader.u16()
-        let request = try reader.u32()
-        guard length >= Frame.lengthCovered else {
-            throw .malformed("frame length \(length) is below the minimum of \(Frame.lengthCovered)")
-        }
-        guard reserved == 0 else { throw .malformed("reserved header field is \(reserved), must be 0") }
-        let total = length + 4
-        guard total <= maxFrameSize else { throw .frameTooLarge(length: total, limit: maxFrameSize) }
+        let header = try Frame.header(parsing: buffer[start..<start + Frame.headerSize], maxFrameSize: maxFrameSize)
+        let total = Frame.headerSize + header.payloadLength
         guard buffered >= total else { return nil }
         let payload = Array(buffer[start + Frame.headerSize..<start + total])
         start += total
@@ -79,6 +93,6 @@ public struct FrameDecoder: Sendable {
             buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
             start = 0
         }
-        return Frame(type: type, request: request, payload: payload)
+        return Frame(type: header.type, request: header.request, payload: payload)
     }
 }

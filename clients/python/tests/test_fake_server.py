@@ -1,0 +1,308 @@
+"""The client end to end against a small fake daemon on a temporary Unix socket."""
+import array
+import json
+import os
+import select
+import shutil
+import socket
+import tempfile
+import threading
+
+import pytest
+
+from weightcache import TIER_RAM, Client, FileInfo, ModelInfo, ModelSummary, ProtocolError, WeightCacheError
+from weightcache import wire
+from weightcache.wire import HelloOk, Progress
+
+MODEL = "tiny@main"
+FILES = {
+    "weights.bin": os.urandom(10007),
+    "even.bin": os.urandom(4000),  # a whole number of 1000-byte pieces
+    "dir/small.txt": b"hello",
+}
+HELLO = HelloOk(1, "fake 0", 65536, 1000, 4, 4096)
+
+
+def recv_exact(conn, n):
+    data = b""
+    while len(data) < n:
+        more = conn.recv(n - len(data))
+        if not more:
+            raise EOFError
+        data += more
+    return data
+
+
+class FakeDaemon:
+    """Serves FILES of MODEL.  Read replies are held back while more requests
+    keep arriving and then sent in reverse order (out of order on purpose).
+    Magic model names script misbehaviour: "boom" (close mid-frame), "silent"
+    (no reply), "weird" (unknown error code), "garbage" (bad header)."""
+
+    def __init__(self, hello=HELLO, reject=False, files=FILES):
+        self.hello, self.reject, self.files = hello, reject, files
+        self.dir = tempfile.mkdtemp(prefix="wc", dir="/tmp")
+        self.path = os.path.join(self.dir, "d.sock")
+        self.fds = {}
+        for name, data in files.items():
+            real = os.path.join(self.dir, name.replace("/", "_"))
+            with open(real, "wb") as f:
+                f.write(data)
+            self.fds[name] = os.open(real, os.O_RDONLY)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen()
+        self.max_outstanding = 0
+        self.read_order = []  # offsets of read replies, in the order sent
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.listener.close()
+        for fd in self.fds.values():
+            os.close(fd)
+        shutil.rmtree(self.dir)
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        pending = []
+        with conn:
+            if self.reject:
+                conn.sendall(wire.encode_reply(wire.ERROR, 0, WeightCacheError(8, "too many connections")))
+                return
+            while True:
+                if pending and not select.select([conn], [], [], 0.05)[0]:
+                    self.max_outstanding = max(self.max_outstanding, len(pending))
+                    for rid, fields in reversed(pending):
+                        self.read_order.append(fields[2])
+                        conn.sendall(self._read(rid, *fields))
+                    pending = []
+                    continue
+                try:
+                    size, type_, rid = wire.unpack_header(recv_exact(conn, wire.HEADER_SIZE))
+                    fields = wire.decode_request(type_, recv_exact(conn, size))
+                except EOFError:
+                    return
+                if type_ == wire.READ:
+                    pending.append((rid, fields))
+                elif self._handle(conn, type_, rid, fields) == "close":
+                    return
+
+    def _read(self, rid, model, path, offset, length):
+        if model != MODEL or path not in self.files:
+            return error(rid, 6, f"no {model} {path}")
+        data = self.files[path]
+        if offset >= len(data):
+            return error(rid, 5, "offset past end")
+        return wire.encode_reply(wire.DATA, rid, data[offset:offset + length])
+
+    def _handle(self, conn, type_, rid, fields):
+        model = fields[0] if fields else None
+        if type_ == wire.HELLO:
+            assert fields == ("weightcache", 1, 1, "python")
+            conn.sendall(wire.encode_reply(wire.HELLO_OK, rid, self.hello))
+        elif model == "boom":
+            conn.sendall(wire.encode_reply(wire.MODEL, rid, model_info())[:20])
+            return "close"
+        elif model == "silent":
+            pass
+        elif model == "weird":
+            conn.sendall(error(rid, 99, "from the future"))
+        elif model == "garbage":
+            conn.sendall(b"\x08\x00\x00\x00\x80\x00\x01\x00" + rid.to_bytes(4, "little"))
+        elif model not in (MODEL, None):
+            conn.sendall(error(rid, 6, "no such model"))
+        elif type_ == wire.RESOLVE:
+            conn.sendall(wire.encode_reply(wire.MODEL, rid, model_info()))
+        elif type_ == wire.STAT:
+            conn.sendall(wire.encode_reply(wire.FILE, rid, file_info(fields[1], self.files)))
+        elif type_ == wire.OPEN:
+            frame = wire.encode_reply(wire.OPENED, rid, file_info(fields[1], self.files))
+            conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [self.fds[fields[1]]]))])
+        elif type_ == wire.PRELOAD:
+            total = sum(map(len, FILES.values()))
+            for done in (0, total // 2, total):
+                conn.sendall(wire.encode_reply(wire.PROGRESS, rid, Progress(done, total)))
+            conn.sendall(wire.encode_reply(wire.MODEL, rid, model_info(pinned=fields[2])))
+        elif type_ == wire.PIN:  # an `ok` with a descriptor nobody asked for
+            frame = wire.encode_reply(wire.OK, rid, "pinned")
+            conn.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [self.fds["dir/small.txt"]]))])
+        elif type_ == wire.LIST:
+            conn.sendall(wire.encode_reply(wire.MODELS, rid, [ModelSummary(MODEL, 3, 14012, 0, 0, False)]))
+        elif type_ == wire.STATS:
+            conn.sendall(wire.encode_reply(wire.STATS_REPLY, rid, json.dumps({"ram": {"hits": 1}, "nvme": {}})))
+        else:
+            conn.sendall(wire.encode_reply(wire.OK, rid, ""))
+
+
+def error(rid, code, message):
+    return wire.encode_reply(wire.ERROR, rid, WeightCacheError(code, message))
+
+
+def file_info(path, files=FILES):
+    return FileInfo(path, len(files[path]), "", wire.NVME_STAGED, 0)
+
+
+def model_info(pinned=False):
+    return ModelInfo(MODEL, "/snap", pinned, [file_info(p) for p in FILES])
+
+
+@pytest.fixture
+def daemon():
+    d = FakeDaemon()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def client(daemon):
+    with Client(daemon.path, timeout=5) as c:
+        yield c
+
+
+def open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_hello_limits_and_env_default_path(daemon, monkeypatch):
+    monkeypatch.setenv("WEIGHTCACHE_SOCKET", daemon.path)
+    with Client(timeout=5) as c:
+        assert c.path == daemon.path
+        assert (c.server, c.max_read_length, c.max_in_flight, c.block_size) == ("fake 0", 1000, 4, 4096)
+    assert c.closed
+
+
+def test_split_reads_are_pipelined_and_reassembled_out_of_order(client, daemon):
+    data = FILES["weights.bin"]
+    assert client.read(MODEL, "weights.bin", 0, len(data)) == data
+    assert daemon.max_outstanding == client.max_in_flight == 4
+    assert daemon.read_order[:4] == [3000, 2000, 1000, 0]  # replies really came back reversed
+    assert client.read(MODEL, "weights.bin", 123, 5000) == data[123:5123]
+    assert client.read(MODEL, "weights.bin", 10, 7) == data[10:17]
+
+
+def test_reads_past_end_of_file_stop_at_the_end(client):
+    data, even = FILES["weights.bin"], FILES["even.bin"]
+    assert client.read(MODEL, "weights.bin", 10000, 5000) == data[10000:]
+    assert client.read(MODEL, "weights.bin", 0, 20000) == data
+    assert client.read(MODEL, "even.bin", 0, 9000) == even  # piece at 4000 gets invalid-argument
+    assert client.read_file(MODEL, "weights.bin") == data
+    assert client.read_file(MODEL, "dir/small.txt") == b"hello"
+    buf = bytearray(6000)
+    assert client.read_into(MODEL, "even.bin", 500, buf) == 3500
+    assert buf[:3500] == even[500:]
+
+
+def test_read_errors(client):
+    with pytest.raises(WeightCacheError) as e:
+        client.read(MODEL, "weights.bin", 20000, 3000)
+    assert (e.value.code, e.value.name) == (5, "invalid-argument")
+    with pytest.raises(WeightCacheError) as e:
+        client.read("other@main", "weights.bin", 0, 5000)  # every piece fails; all are drained
+    assert (e.value.code, e.value.name) == (6, "not-found")
+    assert client.read(MODEL, "dir/small.txt", 0, 5) == b"hello"  # connection still in step
+
+
+def test_open_passes_a_readable_descriptor(client):
+    before = open_fds()
+    fd, info = client.open(MODEL, "weights.bin")
+    try:
+        assert info == file_info("weights.bin")
+        assert os.fstat(fd).st_size == len(FILES["weights.bin"])
+        assert os.pread(fd, 20000, 0) == FILES["weights.bin"]
+    finally:
+        os.close(fd)
+    assert open_fds() == before
+
+
+def test_unexpected_descriptor_is_closed(client):
+    before = open_fds()
+    assert client.pin(MODEL) == "pinned"
+    assert open_fds() == before
+
+
+def test_preload_reports_progress(client):
+    seen = []
+    info = client.preload(MODEL, tier=TIER_RAM, pin=True, progress=lambda d, t: seen.append((d, t)))
+    total = sum(map(len, FILES.values()))
+    assert seen == [(0, total), (total // 2, total), (total, total)]
+    assert info.pinned and {f.path for f in info.files} == set(FILES)
+    assert client.preload(MODEL).model == MODEL  # without a callback
+
+
+def test_other_requests(client):
+    assert client.resolve(MODEL) == model_info()
+    assert client.stat(MODEL, "dir/small.txt").size == 5
+    assert client.list() == [ModelSummary(MODEL, 3, 14012, 0, 0, False)]
+    assert client.stats()["ram"] == {"hits": 1}
+    assert client.unpin(MODEL) == "" and client.evict(MODEL, TIER_RAM) == ""
+
+
+def test_errors_map_to_code_and_name(client):
+    with pytest.raises(WeightCacheError) as e:
+        client.resolve("missing@main")
+    assert (e.value.code, e.value.name, e.value.message) == (6, "not-found", "no such model")
+    with pytest.raises(WeightCacheError) as e:
+        client.resolve("weird")
+    assert (e.value.code, e.value.name) == (99, "internal")
+    assert not client.closed and client.resolve(MODEL).model == MODEL
+
+
+def test_close_mid_reply_raises_instead_of_hanging(client):
+    with pytest.raises(ConnectionError):
+        client.resolve("boom")
+    assert client.closed
+    with pytest.raises(ConnectionError):
+        client.resolve(MODEL)
+
+
+def test_silent_daemon_times_out(daemon):
+    with Client(daemon.path, timeout=0.3) as c:
+        with pytest.raises((TimeoutError, socket.timeout)):
+            c.resolve("silent")
+        assert c.closed
+
+
+def test_bad_header_is_a_protocol_error(client):
+    with pytest.raises(ProtocolError):
+        client.resolve("garbage")
+    assert client.closed
+
+
+def test_connection_level_error_on_connect():
+    d = FakeDaemon(reject=True)
+    try:
+        with pytest.raises(WeightCacheError) as e:
+            Client(d.path, timeout=5)
+        assert e.value.name == "busy"
+    finally:
+        d.close()
+
+
+def test_tensors_via_open_and_read():
+    np = pytest.importorskip("numpy")
+    st = pytest.importorskip("safetensors.numpy")
+    from weightcache.tensors import load_tensors, open_safetensors
+    expected = {"a": np.arange(3000, dtype=np.float32).reshape(30, 100), "b": np.ones((7,), dtype=np.float16)}
+    d = FakeDaemon(files={"m.safetensors": st.save(expected)})
+    try:
+        with Client(d.path, timeout=5) as c:
+            for via in ("open", "read"):
+                got = load_tensors(c, MODEL, "m.safetensors", via=via)
+                assert set(got) == set(expected)
+                for name, tensor in expected.items():
+                    assert got[name].dtype == tensor.dtype and np.array_equal(got[name], tensor)
+            before = open_fds()
+            with open_safetensors(c, MODEL, "m.safetensors") as handle:
+                assert sorted(handle.keys()) == ["a", "b"]
+            assert open_fds() == before
+            with pytest.raises(ValueError):
+                load_tensors(c, MODEL, "m.safetensors", via="mmap")
+    finally:
+        d.close()
