@@ -185,9 +185,23 @@ public final class BlockCache: @unchecked Sendable {
     public func read(
         _ blob: BlobSource, range: Range<UInt64>, into buffer: UnsafeMutableRawBufferPointer, reader: Int = 0
     ) throws(CacheError) {
-        guard range.upperBound <= blob.size, buffer.count >= range.count else {
-            throw .outOfRange(blob: blob.digest, range: range, size: blob.size)
+        guard buffer.count >= range.count else { throw .outOfRange(blob: blob.digest, range: range, size: blob.size) }
+        var position = 0
+        try forEachBlock(of: blob, in: range, reader: reader) { piece in
+            (buffer.baseAddress! + position).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
+            position += piece.count
+            return true
         }
+    }
+
+    /// Hands the bytes of `range` to `body` in place, one block's share at a
+    /// time, in order: the block is held (never evicted or reused) while
+    /// `body` runs, so a caller can send straight from the arena without a
+    /// copy. `body` returns false to stop early.
+    public func forEachBlock(
+        of blob: BlobSource, in range: Range<UInt64>, reader: Int = 0, _ body: (UnsafeRawBufferPointer) -> Bool
+    ) throws(CacheError) {
+        guard range.upperBound <= blob.size else { throw .outOfRange(blob: blob.digest, range: range, size: blob.size) }
         guard blob.blockSize == blockSize else {
             throw .configuration("blob \(blob.digest) has \(blob.blockSize)-byte blocks; the cache's are \(blockSize) bytes (ramCache.blockSize must equal the models' block size)")
         }
@@ -197,11 +211,10 @@ public final class BlockCache: @unchecked Sendable {
             let blockStart = UInt64(block) * UInt64(blockSize)
             let end = min(range.upperBound, blockStart + UInt64(blockSize))
             let slot = try acquire(blob, block: block)
-            let source = arena.slot(slot)
-            (buffer.baseAddress! + Int(position - range.lowerBound)).copyMemory(
-                from: source.baseAddress! + Int(position - blockStart), byteCount: Int(end - position))
+            let keepGoing = body(UnsafeRawBufferPointer(rebasing: arena.slot(slot)[Int(position - blockStart)..<Int(end - blockStart)]))
             release(slot)
             readAhead(after: block, of: blob, reader: reader)
+            guard keepGoing else { return }
             position = end
         }
     }

@@ -176,53 +176,109 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    /// A read's reply is built in one buffer: the header, then the bytes
-    /// copied by the cache straight behind it, then one send.
+    /// Small reads are copied behind the header into one reusable buffer and
+    /// sent with one call. Large ones are sent straight from the RAM arena,
+    /// block by block, under the write lock: no copy in the daemon at all. If
+    /// a later block fails after the reply has started, the frame cannot be
+    /// finished and the connection is closed (a client treats that as the
+    /// end of its requests); a failure before the first byte is an error reply.
     private func read(_ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32) throws(DaemonError) {
         guard Int(length) <= server.limits.maxReadLength else {
             throw .invalidArgument("read length \(length) is over the limit of \(server.limits.maxReadLength) bytes")
         }
-        let size = try server.node.size(model: model, path: path)
-        guard offset < size || (offset == 0 && size == 0) else {
-            throw .invalidArgument("offset \(offset) is at or past the end of \(path) (\(size) bytes)")
-        }
-        let end = min(size, offset + UInt64(length))
-        let count = Int(end - offset)
+        let node = server.node
+        let plan = try node.plan(model: model, path: path, offset: offset, length: UInt64(length))
+        let count = plan.range.count
         let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: count)
-        var failure: DaemonError?
-        let frame = [UInt8](unsafeUninitializedCapacity: Frame.headerSize + count) { bytes, initialized in
-            let raw = UnsafeMutableRawBufferPointer(bytes)
-            raw.copyBytes(from: header)
-            do throws(DaemonError) {
-                try server.node.read(
-                    model: model, path: path, range: offset..<end,
-                    into: UnsafeMutableRawBufferPointer(rebasing: raw[Frame.headerSize...]), reader: self.id)
-            } catch { failure = error }
-            initialized = failure == nil ? Frame.headerSize + count : 0
+        if count <= Self.copyLimit {
+            let frameSize = Frame.headerSize + count
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 64)
+            defer { scratch.deallocate() }
+            scratch.copyBytes(from: header)
+            var position = Frame.headerSize
+            try node.forEachBlock(plan, model: model, path: path, reader: self.id) { piece in
+                (scratch.baseAddress! + position).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
+                position += piece.count
+                return true
+            }
+            write(UnsafeRawBufferPointer(scratch))
+        } else if let failure = stream(plan, header: header, model: model, path: path) {
+            throw failure
         }
-        if let failure { throw failure }
         server.count {
             $0.read += 1
             $0.readBytes += UInt64(count)
         }
-        write(frame, passing: nil)
     }
+
+    /// Sends a read's frame from the arena under the write lock. Returns the
+    /// error to reply with when it failed before the first byte went out.
+    private func stream(_ plan: ReadPlan, header: [UInt8], model: String, path: String) -> DaemonError? {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        guard !state.withLock({ broken }) else { return nil }
+        var started = false
+        var delivered = true
+        do throws(DaemonError) {
+            try server.node.forEachBlock(plan, model: model, path: path, reader: id) { piece in
+                do throws(SocketError) {
+                    if !started { try socket.send(header) }
+                    started = true
+                    try socket.send(piece)
+                    return true
+                } catch {
+                    delivered = false
+                    return false
+                }
+            }
+        } catch {
+            guard started else { return error }
+            logger.warning("read of \(model) \(path) failed mid-reply, closing the connection: \(error)")
+            delivered = false
+        }
+        if !delivered { markBroken() }
+        return nil
+    }
+
+    /// Reads up to this size are copied into one frame (one send); larger
+    /// ones go out from the arena in place.
+    static let copyLimit = 256 << 10
 
     private func send(_ response: Response, request: UInt32, passing descriptor: Int32? = nil) {
         write(response.frame(request: request).encoded, passing: descriptor)
     }
 
     private func write(_ bytes: [UInt8], passing descriptor: Int32?) {
+        if let descriptor {
+            deliver { () throws(SocketError) in try socket.send(bytes, passing: descriptor) }
+        } else {
+            bytes.withUnsafeBytes { raw in deliver { () throws(SocketError) in try socket.send(raw) } }
+        }
+    }
+
+    private func write(_ bytes: UnsafeRawBufferPointer) {
+        deliver { () throws(SocketError) in try socket.send(bytes) }
+    }
+
+    /// Sends one whole frame under the write lock; a failure marks the
+    /// connection broken (the client is gone) and wakes the reading loop.
+    private func deliver(_ send: () throws(SocketError) -> Void) {
         writeLock.lock()
         defer { writeLock.unlock() }
         guard !state.withLock({ broken }) else { return }
         do {
-            if let descriptor { try socket.send(bytes, passing: descriptor) } else { try socket.send(bytes) }
+            try send()
         } catch {
             logger.debug("reply not delivered: \(error)")
-            state.withLock { broken = true }
-            socket.shutdownReading()
+            markBroken()
         }
+    }
+
+    /// The client is gone or the stream is out of step: stop reading, let
+    /// requests in flight finish without writing, then close.
+    private func markBroken() {
+        state.withLock { broken = true }
+        socket.shutdownReading()
     }
 
     /// Waits for requests still running (their replies use the socket), then closes.

@@ -30,14 +30,24 @@ struct ResolvedFile: Sendable {
 
 /// A model as the daemon serves it.
 struct ResolvedModel: Sendable {
-    var reference: ModelReference
-    var blockSize: Int
-    var files: [ResolvedFile]
+    let reference: ModelReference
+    let blockSize: Int
+    let files: [ResolvedFile]
     /// From the store (nil: resolved from the local snapshot, the store being unreachable).
-    var resolved: ModelRepository.Resolved?
-    var at: ContinuousClock.Instant
+    let resolved: ModelRepository.Resolved?
+    let at: ContinuousClock.Instant
+    private let byPath: [String: Int]
 
-    func file(_ path: String) -> ResolvedFile? { files.first { $0.path == path } }
+    init(reference: ModelReference, blockSize: Int, files: [ResolvedFile], resolved: ModelRepository.Resolved?) {
+        self.reference = reference
+        self.blockSize = blockSize
+        self.files = files
+        self.resolved = resolved
+        at = .now
+        byPath = Dictionary(files.enumerated().map { ($1.path, $0) }) { first, _ in first }
+    }
+
+    func file(_ path: String) -> ResolvedFile? { byPath[path].map { files[$0] } }
     var bytes: UInt64 { files.reduce(0) { $0 + $1.size } }
 }
 
@@ -56,6 +66,12 @@ public final class Node: @unchecked Sendable {
     // Guarded by `lock`.
     let lock = NSLock()
     var models: [ModelReference: ResolvedModel] = [:]
+    /// Client spellings of model references, parsed (bounded: cleared when large).
+    var parsed: [String: ModelReference] = [:]
+    /// Models whose resolution is being refreshed in the background.
+    var refreshing = Set<ModelReference>()
+    /// Staged blobs as the cache reads them (digests file read once, not per read).
+    var sources: [String: BlobSource] = [:]
     var pulls: [ModelReference: PullJob] = [:]
     /// Models whose RAM blocks are pinned (preloaded to RAM with pin).
     var ramPinned = Set<ModelReference>()
@@ -85,37 +101,69 @@ public final class Node: @unchecked Sendable {
         do { return try ModelReference(parsing: text) } catch { throw DaemonError(error) }
     }
 
-    /// The model, from the cache of resolutions, the store, or the local snapshot.
+    /// The model a client names, from the cache of resolutions when it can.
+    func resolve(text: String) throws(DaemonError) -> ResolvedModel {
+        let known = lock.withLock { parsed[text] }
+        let reference: ModelReference
+        if let known { reference = known } else { reference = try Node.reference(text) }
+        if known == nil {
+            lock.withLock {
+                if parsed.count > 4096 { parsed.removeAll() }
+                parsed[text] = reference
+            }
+        }
+        return try resolve(reference)
+    }
+
+    /// The model, from the cache of resolutions, the store, or the local
+    /// snapshot. A resolution older than the TTL is still served while a
+    /// fresh one is fetched in the background: no read waits for a manifest
+    /// GET it does not need.
     func resolve(_ reference: ModelReference, fresh: Bool = false) throws(DaemonError) -> ResolvedModel {
-        if !fresh, let known = lock.withLock({ models[reference] }), ContinuousClock.now - known.at < resolutionTTL {
+        if !fresh, let known = lock.withLock({ models[reference] }) {
+            if ContinuousClock.now - known.at > resolutionTTL { refreshInBackground(reference) }
             return known
         }
-        let repository = self.repository
         let model: ResolvedModel
+        do { model = try blocking { [self] in try await fetchResolution(reference) } } catch { throw DaemonError.from(error) }
+        lock.withLock { models[reference] = model }
+        return model
+    }
+
+    private func refreshInBackground(_ reference: ModelReference) {
+        guard lock.withLock({ refreshing.insert(reference).inserted }) else { return }
+        Task { [self] in
+            let model = try? await fetchResolution(reference)
+            lock.withLock {
+                if let model { models[reference] = model }
+                refreshing.remove(reference)
+            }
+        }
+    }
+
+    /// The store's manifest (or object listing); when the store fails, the
+    /// local snapshot, so that a staged model is served with the store away.
+    private func fetchResolution(_ reference: ModelReference) async throws(DaemonError) -> ResolvedModel {
         do {
-            let resolved = try blocking { try await repository.resolve(reference) }
-            model = ResolvedModel(
+            let resolved = try await repository.resolve(reference)
+            return ResolvedModel(
                 reference: reference, blockSize: resolved.manifest.blockSize,
                 files: resolved.manifest.files.map { file in
                     ResolvedFile(
                         path: file.path, size: file.size, digest: file.xxh3_128,
                         blockDigests: file.blocks?.compactMap { UInt64($0, radix: 16) }, entry: file)
                 },
-                resolved: resolved, at: .now)
+                resolved: resolved)
         } catch {
-            let failure = DaemonError.from(error)
-            // The store is away (or the model gone from it): serve what is staged.
+            let failure = DaemonError(error)
             guard let local = try? staging.stagedFiles(of: reference) else { throw failure }
             if case .unavailable = failure {
                 logger.warning("store unreachable, serving \(reference) from staging: \(failure)")
             }
-            model = ResolvedModel(
+            return ResolvedModel(
                 reference: reference, blockSize: cache.blockSize,
-                files: local.map { ResolvedFile(path: $0.path, size: $0.size, digest: $0.digest, blockDigests: nil, entry: nil) },
-                resolved: nil, at: .now)
+                files: local.map { ResolvedFile(path: $0.path, size: $0.size, digest: $0.digest) }, resolved: nil)
         }
-        lock.withLock { models[reference] = model }
-        return model
     }
 
     /// A file of a model, with the client's path checked first: paths are

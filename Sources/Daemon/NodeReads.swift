@@ -17,21 +17,44 @@ import Glibc
 // therefore waits for its own blocks, not for the file, and it starts the
 // pull of the model in the background so later reads come from NVMe.
 
+/// A read the node has checked and knows where to serve from.
+struct ReadPlan {
+    let source: BlobSource
+    /// The bytes to return: the asked range clipped to the file.
+    let range: Range<UInt64>
+}
+
 extension Node {
-    /// Copies `range` of a file into `buffer` (which holds `range.count` bytes).
-    /// `reader` identifies a client stream for sequential read-ahead.
-    func read(
-        model text: String, path: String, range: Range<UInt64>, into buffer: UnsafeMutableRawBufferPointer, reader: Int
-    ) throws(DaemonError) {
-        let model = try resolve(try Node.reference(text))
+    /// Checks a read (model, path, range) and finds where its bytes come from.
+    func plan(model text: String, path: String, offset: UInt64, length: UInt64) throws(DaemonError) -> ReadPlan {
+        let model = try resolve(text: text)
         let file = try file(path, of: model)
-        let source = try source(of: file, in: model)
-        do { try cache.read(source, range: range, into: buffer, reader: reader) } catch { throw DaemonError(error) }
+        guard offset < file.size || (offset == 0 && file.size == 0) else {
+            throw .invalidArgument("offset \(offset) is at or past the end of \(path) (\(file.size) bytes)")
+        }
+        let end = offset + min(length, file.size - offset)
+        return ReadPlan(source: try source(of: file, in: model), range: offset..<end)
     }
 
-    /// Where the bytes of `path` end: for clipping a read's range.
-    func size(model text: String, path: String) throws(DaemonError) -> UInt64 {
-        try file(path, of: try resolve(try Node.reference(text))).size
+    /// Hands the planned bytes to `body` in place, block by block (see
+    /// `BlockCache.forEachBlock`). A staged blob evicted since the plan was
+    /// made is planned again once, if nothing was handed over yet (its blocks
+    /// may then come from the store).
+    func forEachBlock(
+        _ plan: ReadPlan, model text: String, path: String, reader: Int, _ body: (UnsafeRawBufferPointer) -> Bool
+    ) throws(DaemonError) {
+        var started = false
+        do {
+            try cache.forEachBlock(of: plan.source, in: plan.range, reader: reader) { piece in
+                started = true
+                return body(piece)
+            }
+        } catch {
+            guard case .system(_, _, ENOENT) = error, !started else { throw DaemonError(error) }
+            lock.withLock { sources[plan.source.digest] = nil }
+            let again = try self.plan(model: text, path: path, offset: plan.range.lowerBound, length: UInt64(plan.range.count))
+            do { try cache.forEachBlock(of: again.source, in: again.range, reader: reader, body) } catch { throw DaemonError(error) }
+        }
     }
 
     /// A read-only descriptor of the staged, verified blob of a file (pulling
@@ -58,13 +81,8 @@ extension Node {
     /// the store block by block (which needs the manifest's block digests;
     /// a model without a manifest is pulled, and verified, first).
     func source(of file: ResolvedFile, in model: ResolvedModel) throws(DaemonError) -> BlobSource {
-        if let digest = file.digest, staging.state(ofBlob: digest) == .staged,
-            let staged = try? staging.stagedBlob(digest)
-        {
-            return BlobSource(
-                digest: digest, path: staged.path, size: staged.size, blockSize: staged.digests.blockSize,
-                blockDigests: staged.digests.digests)
-        }
+        if let digest = file.digest, let known = lock.withLock({ sources[digest] }) { return known }
+        if let digest = file.digest, let staged = stagedSource(digest) { return staged }
         if let digest = file.digest, let blocks = file.blockDigests, let entry = file.entry {
             startPull(of: model)
             return BlobSource(
@@ -74,12 +92,20 @@ extension Node {
         // No digests to check a remote block against: only a verified pull will do.
         _ = try waitForPull(of: model)
         let again = try self.file(file.path, of: try resolve(model.reference, fresh: true))
-        guard let digest = again.digest, let staged = try? staging.stagedBlob(digest) else {
+        guard let digest = again.digest, let staged = stagedSource(digest) else {
             throw .notFound("\(model.reference) \(file.path) is not staged after its pull")
         }
-        return BlobSource(
+        return staged
+    }
+
+    /// A staged blob with its recorded block digests, remembered.
+    private func stagedSource(_ digest: String) -> BlobSource? {
+        guard let staged = try? staging.stagedBlob(digest) else { return nil }
+        let source = BlobSource(
             digest: digest, path: staged.path, size: staged.size, blockSize: staged.digests.blockSize,
             blockDigests: staged.digests.digests)
+        lock.withLock { sources[digest] = source }
+        return source
     }
 
     /// Fetches one block of an unstaged file from the store: a ranged GET of
