@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The main job, end to end, on this machine: start a real S3 server (SeaweedFS
 # on 127.0.0.1, SigV4 enforced), publish a generated safetensors model to it
-# with `weightcache push`, pull it into a staging directory (verified block by
-# block), and load every tensor from `weightcache path` with the real
-# safetensors library, comparing each with the original. Also fetches one shard
-# as a plain object and checks it by xxh3-128. Stops what it started.
+# with `weightcache push`, start the daemon (`weightcache serve`) on a Unix
+# socket, read a tensor through it before anything is staged (read-through),
+# preload the model with a progress bar, and load every tensor through the
+# Python client — by the passed file descriptor and by `read` — comparing each
+# with the original; then `stats`, `ls`, and SIGTERM. Also pulls with the CLI,
+# loads from `weightcache path`, and fetches one shard as a plain object
+# checked by xxh3-128. Stops what it started.
 # DEMO_SIZE_MIB sets the size of the big shard (default 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +15,9 @@ bash scripts/setup.sh
 
 size_mib=${DEMO_SIZE_MIB:-1024}
 work=$(mktemp -d "${TMPDIR:-/tmp}/weightcache-demo.XXXXXX")
+daemon=""
 cleanup() {
+  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null || true
   bash scripts/s3-server.sh stop "$work/s3" || true
   rm -rf "$work"
 }
@@ -36,7 +41,65 @@ python3 scripts/make-test-model.py "$work/model" --big-mib "$size_mib" --shards 
 echo "== weightcache push (files in parallel parts, then the manifest)"
 "$wc" push --create-bucket "$work/model" demo/tiny-llm@v1
 
-echo "== weightcache pull (parallel ranged GETs, every block checked, then renamed into blobs/)"
+echo "== weightcache serve: the daemon, on $work/wc.sock"
+export WEIGHTCACHE_SOCKET_PATH=$work/wc.sock WEIGHTCACHE_RAM_CACHE_BUDGET_BYTES=$((size_mib + 512))MiB
+"$wc" serve >"$work/serve.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do [ -S "$work/wc.sock" ] && break; sleep 0.1; done
+export PYTHONPATH=$PWD/clients/python WEIGHTCACHE_SOCKET=$work/wc.sock
+
+echo "== a cold read through the socket: the first tensor, before anything is staged (read-through)"
+python3 - "$work/model" <<'PY'
+import os, sys, json, struct, time
+from weightcache import Client
+name = "model-00001-of-00003.safetensors"
+with Client() as c:
+    t = time.perf_counter()
+    head = c.read("demo/tiny-llm@v1", name, 0, 8)
+    (n,) = struct.unpack("<Q", head)
+    header = json.loads(c.read("demo/tiny-llm@v1", name, 8, n))
+    key, meta = next((k, v) for k, v in header.items() if k != "__metadata__")
+    start, end = meta["data_offsets"]
+    data = c.read("demo/tiny-llm@v1", name, 8 + n + start, end - start)
+    took = time.perf_counter() - t
+    with open(os.path.join(sys.argv[1], name), "rb") as f:
+        f.seek(8 + n + start)
+        assert f.read(end - start) == data
+    print(f"   {key}: {len(data)} bytes right, first tensor in {took * 1000:.0f} ms; "
+          f"{c.stats()['ram']['bytesFromStore']} bytes came straight from the store")
+PY
+
+echo "== weightcache preload (the daemon pulls: parallel ranged GETs, every block checked, renamed into blobs/)"
+"$wc" preload demo/tiny-llm@v1 --pin
+
+echo "== every tensor through the Python client: open (fd passed, safetensors on /proc/self/fd) and read"
+python3 - "$work/model" <<'PY'
+import os, sys
+import numpy as np
+from safetensors.numpy import load_file
+from weightcache import Client
+from weightcache.tensors import load_tensors
+src = sys.argv[1]
+count = 0
+with Client() as c:
+    for f in c.resolve("demo/tiny-llm@v1").files:
+        if not f.path.endswith(".safetensors"):
+            continue
+        original = load_file(os.path.join(src, f.path))
+        for via in ("open", "read"):
+            got = load_tensors(c, "demo/tiny-llm@v1", f.path, via=via)
+            assert got.keys() == original.keys(), f.path
+            for key in original:
+                assert got[key].dtype == original[key].dtype and np.array_equal(got[key], original[key]), key
+                count += 1
+print(f"   {count} tensor loads identical (each tensor by open and by read)")
+PY
+"$wc" ls
+"$wc" stats | python3 -c 'import json, sys; s = json.load(sys.stdin); r = s["ram"]; print("   stats: RAM", r["usedBytes"] >> 20, "MiB used,", r["hits"], "hits,", r["misses"], "misses; NVMe", s["nvme"]["usedBytes"] >> 20, "MiB")'
+kill -TERM "$daemon" && wait "$daemon" && daemon=""
+echo "   daemon stopped (SIGTERM, exit 0), socket removed: $([ -e "$work/wc.sock" ] && echo no || echo yes)"
+
+echo "== weightcache pull (the CLI, on the same staging directory: staged already, nothing to fetch)"
 "$wc" pull demo/tiny-llm@v1
 snapshot=$("$wc" path demo/tiny-llm@v1)
 echo "   weightcache path -> $snapshot"
@@ -59,9 +122,6 @@ for name in sorted(os.listdir(src)):
         count += 1
 print(f"   {count} tensors identical")
 PY
-
-echo "== a second pull: everything is staged already"
-"$wc" pull demo/tiny-llm@v1 >/dev/null
 
 echo "== weightcache fetch of one shard as a plain object, checked by xxh3-128"
 "$wc" fetch s3://demo-models/root/demo/tiny-llm/v1/model-00001-of-00003.safetensors "$work/fetched.safetensors"

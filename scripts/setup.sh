@@ -5,7 +5,8 @@
 set -euo pipefail
 
 missing=()
-for p in libcurl4-openssl-dev liblz4-dev libxxhash-dev pkg-config curl openssl; do
+# util-linux: setpriv, with which the tests connect as another user.
+for p in libcurl4-openssl-dev liblz4-dev libxxhash-dev pkg-config curl openssl util-linux; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 # Python may come from elsewhere (pyenv): ask apt only when the command is absent.
@@ -17,11 +18,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# numpy and safetensors: the tests load pulled models with the real libraries.
-if ! python3 -c "import numpy, safetensors" 2>/dev/null; then
-  echo "setup: pip install numpy safetensors" >&2
-  python3 -m pip install -q numpy safetensors 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages numpy safetensors
+# numpy and safetensors: the tests load pulled models with the real libraries;
+# pytest runs the Python client's tests; setuptools (>= 70.1 builds a wheel
+# without the `wheel` package) installs that client offline.
+if ! python3 -c "import numpy, safetensors, pytest, setuptools" 2>/dev/null; then
+  echo "setup: pip install numpy safetensors pytest setuptools" >&2
+  python3 -m pip install -q numpy safetensors pytest "setuptools>=70.1" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages numpy safetensors pytest "setuptools>=70.1"
 fi
 
 # The S3 server for tests and the demo (installed here, not mid-test).

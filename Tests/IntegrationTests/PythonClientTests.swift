@@ -23,4 +23,20 @@ final class PythonClientTests: XCTestCase {
         XCTAssertFalse(run.output.contains("skipped"), "live tests were skipped:\n\(run.output)")
         XCTAssertEqual(daemon.stop(), 0)
     }
+
+    /// The package installs with pip, offline, and imports from where it landed.
+    func testPackageInstallsWithPip() throws {
+        let target = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: target) }
+        let copy = target + "/src"
+        try FileManager.default.copyItem(atPath: repositoryRoot + "/clients/python", toPath: copy)  // pip writes build/ beside the sources
+        try runProcess("/usr/bin/env", [
+            "python3", "-m", "pip", "install", "-q", "--no-index", "--no-build-isolation", "--target", target + "/site", copy,
+        ])
+        let run = try runProcess(
+            "/usr/bin/env", ["python3", "-c", "import weightcache, sys; print(weightcache.__file__); print(weightcache.Client.__name__)"],
+            environment: ["PYTHONPATH": target + "/site"])
+        XCTAssertTrue(run.contains(target + "/site/weightcache/__init__.py"), run)
+        XCTAssertTrue(run.contains("Client"), run)
+    }
 }
