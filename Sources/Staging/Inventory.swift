@@ -1,4 +1,5 @@
 import Foundation
+import Integrity
 import Logging
 import Models
 
@@ -35,6 +36,10 @@ extension Staging {
                 let target = try? FileManager.default.destinationOfSymbolicLink(atPath: snapshot + "/" + relative)
             else { continue }
             let digest = (target as NSString).lastPathComponent
+            // A link swapped to point anywhere but a blob is not a file of the model.
+            guard Digest128(hex: digest) != nil, target.hasSuffix("blobs/" + digest) else {
+                throw .notStaged(model: reference.description)
+            }
             var info = stat()
             guard stat(layout.blob(digest), &info) == 0 else { throw .notStaged(model: reference.description) }
             files.append(StagedFile(path: relative, digest: digest, size: UInt64(info.st_size)))

@@ -4,7 +4,9 @@ import Foundation
 import Logging
 import Models
 import ObjectStore
+import UnixSocket
 import WeightCacheClient
+import Wire
 import XCTest
 
 #if canImport(Glibc)
@@ -120,4 +122,19 @@ final class DaemonHarness: @unchecked Sendable {
     }
 
     var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+}
+
+/// Reads `count` whole frames from a raw connection (5 s per wait).
+func readFrames(_ socket: UnixSocket, count: Int) throws -> [Frame] {
+    var decoder = FrameDecoder(maxFrameSize: 64 << 20)
+    var frames: [Frame] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while frames.count < count {
+        guard try socket.poll(events: Int16(POLLIN), timeoutMilliseconds: 5000) else { throw SocketError.closed }
+        let n = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
+        guard n > 0 else { throw SocketError.closed }
+        decoder.append(buffer[0..<n])
+        while let frame = try decoder.next() { frames.append(frame) }
+    }
+    return frames
 }

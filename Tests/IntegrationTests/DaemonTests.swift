@@ -260,20 +260,6 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(failures.list, [])
         XCTAssertEqual(daemon.stop(), 0)
     }
-
-    func readFrames(_ socket: UnixSocket, count: Int) throws -> [Frame] {
-        var decoder = FrameDecoder(maxFrameSize: 1 << 20)
-        var frames: [Frame] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while frames.count < count {
-            guard try socket.poll(events: Int16(POLLIN), timeoutMilliseconds: 5000) else { throw SocketError.closed }
-            let n = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
-            guard n > 0 else { throw SocketError.closed }
-            decoder.append(buffer[0..<n])
-            while let frame = try decoder.next() { frames.append(frame) }
-        }
-        return frames
-    }
 }
 
 func code(_ error: any Error) -> ErrorCode? {
