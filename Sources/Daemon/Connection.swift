@@ -54,18 +54,19 @@ final class Connection: @unchecked Sendable {
         var greeted = false
         var lastActivity = ContinuousClock.now
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        // A blocking recv (one syscall per request, no poll before it) that
+        // wakes every second to check the idle time and the drain flag.
+        socket.setReceiveTimeout(seconds: 1)
         while !state.withLock({ stopping || broken }) {
-            let ready: Bool
-            do { ready = try socket.poll(events: Int16(POLLIN), timeoutMilliseconds: 1000) } catch { return }
-            if !ready {
+            let count: Int
+            do { count = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) } } catch {
+                guard (error as? SocketError) == .timedOut else { return }
                 if state.withLock({ inFlight == 0 }) && ContinuousClock.now - lastActivity > server.limits.idleTimeout {
                     logger.debug("closing idle connection")
                     return
                 }
                 continue
             }
-            let count: Int
-            do { count = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) } } catch { return }
             guard count > 0 else { return }  // the client closed (or drain shut reading)
             lastActivity = .now
             decoder.append(buffer[0..<count])

@@ -19,6 +19,8 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
     case inUse(String)
     /// The peer closed the connection.
     case closed
+    /// A receive timeout (`setReceiveTimeout`) passed with nothing received.
+    case timedOut
 
     public var description: String {
         switch self {
@@ -27,6 +29,7 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
         case .pathTooLong(let path): "socket path is longer than 107 bytes: \(path)"
         case .inUse(let path): "another process is listening on \(path) (a live daemon's socket is never replaced)"
         case .closed: "the connection was closed by the peer"
+        case .timedOut: "nothing was received within the receive timeout"
         }
     }
 }
@@ -148,6 +151,7 @@ public struct UnixSocket: Sendable {
             let n = recv(descriptor, buffer.baseAddress, buffer.count, 0)
             if n < 0 && errno == EINTR { continue }
             if n < 0 && errno == ECONNRESET { return 0 }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut }
             guard n >= 0 else { throw .system(syscall: "recv", path: path, errno: errno) }
             return n
         }
@@ -180,6 +184,12 @@ public struct UnixSocket: Sendable {
     public func setSendTimeout(seconds: Int) {
         var value = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// A receive that waits longer than this throws `timedOut`.
+    public func setReceiveTimeout(seconds: Int) {
+        var value = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// Wakes a thread blocked in receive on this socket (it sees end of stream).

@@ -29,6 +29,7 @@ final class DaemonLimitsTests: XCTestCase {
         for _ in 0..<4 { open.append(try daemon.client()) }
         XCTAssertThrowsError(try daemon.client()) { XCTAssertEqual(code($0), .busy, "\($0)") }
         open.removeAll()
+        try waitUntilNoOtherConnections(daemon)
 
         // Idle: a greeted connection that says nothing is closed after about a second.
         let idle = try UnixSocket.connect(path: daemon.socket)
@@ -48,6 +49,7 @@ final class DaemonLimitsTests: XCTestCase {
 
         // In flight: ten pipelined 4 MiB reads on one connection; beyond two
         // unanswered the daemon answers `busy` at once, and every other reply is right.
+        try waitUntilNoOtherConnections(daemon)
         let socket = try UnixSocket.connect(path: daemon.socket)
         var stream = Request.hello(Hello(client: "pipeline")).frame(request: 1).encoded
         for i in 0..<10 { stream += Request.read(model: "lim@main", path: shard, offset: UInt64(i) << 20, length: 4 << 20).frame(request: UInt32(100 + i)).encoded }
@@ -71,6 +73,7 @@ final class DaemonLimitsTests: XCTestCase {
         socket.close()
 
         // Frame size: a request over 1 KiB is malformed and the connection closed.
+        try waitUntilNoOtherConnections(daemon)
         let big = try UnixSocket.connect(path: daemon.socket)
         try big.send(Request.hello(Hello(client: "big")).frame(request: 1).encoded + Request.resolve(model: String(repeating: "a", count: 2000)).frame(request: 2).encoded)
         let bigReplies = try readFrames(big, count: 2)
@@ -80,7 +83,7 @@ final class DaemonLimitsTests: XCTestCase {
         // Clients that ask for 8 MiB and vanish without reading, fifty times.
         for _ in 0..<50 {
             let gone = try UnixSocket.connect(path: daemon.socket)
-            try gone.send(Request.hello(Hello(client: "gone")).frame(request: 1).encoded
+            try? gone.send(Request.hello(Hello(client: "gone")).frame(request: 1).encoded
                 + Request.read(model: "lim@main", path: shard, offset: 0, length: 8 << 20).frame(request: 2).encoded)
             gone.close()
         }
@@ -100,6 +103,22 @@ final class DaemonLimitsTests: XCTestCase {
         XCTAssertLessThanOrEqual(daemon.descriptorCount(), baselineFDs, "descriptors leaked")
         XCTAssertLessThan(residentKiB(daemon.pid), baselineRSS + 64 << 10, "RSS grew by more than 64 MiB")
         XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// Connection slots free up when a closed connection's thread ends, a
+    /// moment after the client closes: wait until only the asking one is open.
+    func waitUntilNoOtherConnections(_ daemon: DaemonHarness) throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if let client = try? daemon.client(), let json = try? client.stats(),
+                let stats = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+                let connections = stats["connections"] as? [String: Any], connections["open"] as? Int == 1
+            {
+                return
+            }
+            usleep(50_000)
+        }
+        XCTFail("connections did not close")
     }
 
     func residentKiB(_ pid: Int32) -> Int {
