@@ -18,6 +18,10 @@ import Glibc
 struct SocketBench {
     static func main() throws {
         let arguments = CommandLine.arguments
+        if arguments.count == 3 && arguments[1] == "echo-server" {
+            _ = try EchoServer(path: arguments[2])
+            while true { sleep(60) }
+        }
         guard arguments.count >= 6 else {
             print("usage: socket-bench SOCKET MODEL PATH STAGED_FILE ROUNDS")
             exit(2)
@@ -86,40 +90,74 @@ struct SocketBench {
             print(String(format: "| %@ | %.0f | %.0f | %.0f | %.2f |", name, median(rates), rates.first!, rates.last!, median(rates) / baseline))
         }
 
+        // The floor: the same request/reply exchange with an echo server that
+        // does nothing (thread per connection, recv a request, send 4 KiB + a
+        // header), in a process of its own like the daemon (a switch between
+        // processes costs more than one between threads), interleaved with
+        // the daemon's rounds.
+        let echoPath = NSTemporaryDirectory() + "socket-bench-echo-\(getpid()).sock"
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        server.arguments = ["echo-server", echoPath]
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            unlink(echoPath)
+        }
+        var echo: EchoServer.Client?
+        for _ in 0..<100 where echo == nil {
+            echo = try? EchoServer.Client(path: echoPath)
+            if echo == nil { usleep(20_000) }
+        }
+        guard echo != nil else { throw EchoServer.EchoError.connect }
+        print("| 4 KiB random reads | clients | p50 µs | p99 µs | p99 min-max | reads/s | p99 / echo floor p99 |")
+        print("|---|---|---|---|---|---|---|")
         for clients in [1, 8] {
-            var all: [[Double]] = []
-            for _ in 0..<rounds { all.append(try latencies(socket: socket, model: model, path: path, size: size, clients: clients)) }
-            let p50 = all.map { percentile($0, 0.50) }
-            let p99 = all.map { percentile($0, 0.99) }
-            let reads = all.map(\.count).reduce(0, +) / rounds
-            print(String(format: "4 KiB random reads, %d client(s): p50 %.1f µs, p99 %.1f µs (medians of %d rounds; min-max p99 %.1f-%.1f; %d reads/round)",
-                clients, median(p50), median(p99), rounds, p99.min()!, p99.max()!, reads))
+            var daemonRuns: [[Double]] = []
+            var echoRuns: [[Double]] = []
+            for _ in 0..<rounds {
+                daemonRuns.append(try latencies(clients: clients) { client in
+                    let connection = try DaemonClient(path: socket, name: "latency")
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+                    var rng = SystemRandomNumberGenerator()
+                    return {
+                        let offset = UInt64(Int.random(in: 0..<(size - 4096), using: &rng))
+                        _ = try connection.read(model, path: path, offset: offset, into: buffer)
+                    }
+                })
+                echoRuns.append(try latencies(clients: clients) { _ in try EchoServer.Client(path: echoPath).request })
+            }
+            let floor = median(echoRuns.map { percentile($0, 0.99) })
+            for (name, runs) in [("daemon read", daemonRuns), ("echo floor", echoRuns)] {
+                let p50 = runs.map { percentile($0, 0.50) }
+                let p99 = runs.map { percentile($0, 0.99) }
+                let rate = Double(runs.map(\.count).reduce(0, +)) / Double(rounds)
+                print(String(format: "| %@ | %d | %.1f | %.1f | %.1f-%.1f | %.0f | %.2f |",
+                    name, clients, median(p50), median(p99), p99.min()!, p99.max()!, rate, median(p99) / floor))
+            }
         }
     }
 
-    /// Each client reads random 4 KiB ranges for a second; every latency in µs.
-    static func latencies(socket: String, model: String, path: String, size: Int, clients: Int) throws -> [Double] {
+    /// Each of `clients` threads makes a request function and calls it for a
+    /// second; every latency in µs.
+    static func latencies(clients: Int, _ make: @escaping @Sendable (Int) throws -> () throws -> Void) throws -> [Double] {
         let samples = Samples()
         let group = DispatchGroup()
         let stop = ContinuousClock.now + .seconds(1)
-        for _ in 0..<clients {
+        for index in 0..<clients {
             group.enter()
-            let thread = Thread {
+            Thread {
                 defer { group.leave() }
-                guard let client = try? DaemonClient(path: socket, name: "latency") else { return }
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
-                defer { buffer.deallocate() }
+                guard let request = try? make(index) else { return }
                 var local: [Double] = []
-                var rng = SystemRandomNumberGenerator()
+                local.reserveCapacity(100_000)
                 while ContinuousClock.now < stop {
-                    let offset = UInt64(Int.random(in: 0..<(size - 4096), using: &rng))
                     let start = ContinuousClock.now
-                    _ = try? client.read(model, path: path, offset: offset, into: buffer)
+                    guard (try? request()) != nil else { return }
                     local.append(seconds(since: start) * 1e6)
                 }
                 samples.add(local)
-            }
-            thread.start()
+            }.start()
         }
         group.wait()
         return samples.all
@@ -145,4 +183,86 @@ struct SocketBench {
         return s[min(s.count - 1, Int(Double(s.count) * p))]
     }
     @inline(never) static func blackHole(_ value: UInt64) { if value == 1 { print("") } }
+}
+
+/// A server that answers every request with 4 KiB and a 12-byte header and
+/// does nothing else: the cost of the socket round trip itself.
+final class EchoServer: @unchecked Sendable {
+    let path: String
+    let listener: Int32
+    private var running = true
+
+    init(path: String) throws {
+        self.path = path
+        unlink(path)
+        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        listen(listener, 64)
+        Thread { [self] in
+            while running {
+                let fd = accept(listener, nil, nil)
+                guard fd >= 0 else { continue }
+                Thread {
+                    var request = [UInt8](repeating: 0, count: 4096)
+                    let reply = [UInt8](repeating: 7, count: 4096 + 12)
+                    while recv(fd, &request, request.count, 0) > 0 {
+                        if send(fd, reply, reply.count, Int32(MSG_NOSIGNAL)) < 0 { break }
+                    }
+                    close(fd)
+                }.start()
+            }
+        }.start()
+    }
+
+    /// A connection and its request function (64 bytes out, 4 KiB + 12 back).
+    struct Client {
+        let request: () throws -> Void
+
+        init(path: String) throws {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                let bytes = Array(path.utf8)
+                raw.copyBytes(from: bytes)
+                raw[bytes.count] = 0
+            }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard connected == 0 else {
+                close(fd)
+                throw EchoError.connect
+            }
+            let message = [UInt8](repeating: 1, count: 64)
+            var reply = [UInt8](repeating: 0, count: 4096 + 12)
+            request = {
+                guard send(fd, message, message.count, Int32(MSG_NOSIGNAL)) == message.count else { throw EchoError.io }
+                var got = 0
+                while got < reply.count {
+                    let n = reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, $0.count - got, 0) }
+                    guard n > 0 else { throw EchoError.io }
+                    got += n
+                }
+            }
+        }
+    }
+
+    func stop() {
+        running = false
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        unlink(path)
+    }
+
+    enum EchoError: Error { case connect, io }
 }

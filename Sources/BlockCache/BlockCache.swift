@@ -219,14 +219,18 @@ public final class BlockCache: @unchecked Sendable {
         }
     }
 
-    /// Queues loads of the blocks the prefetcher says come next.
+    /// Queues loads of the blocks the prefetcher says come next and are not
+    /// resident yet: one hop to the prefetch queue for all of them, none when
+    /// there is nothing to load (the common case of a warm reader).
     private func readAhead(after block: Int, of blob: BlobSource, reader: Int) {
         guard readAhead > 0 else { return }
         let ahead = condition.withLock {
             prefetcher.accessed(reader: reader, blob: blob.digest, block: block, blockCount: blob.blockDigests.count)
+                .filter { index[BlockKey(blob: blob.digest, block: $0)] == nil }
         }
-        for next in ahead {
-            prefetchQueue.async { [self] in prefetch(blob, block: next) }
+        guard !ahead.isEmpty else { return }
+        prefetchQueue.async { [self] in
+            for next in ahead { prefetch(blob, block: next) }
         }
     }
 

@@ -1,6 +1,8 @@
 /// Sequential read-ahead, per reader and blob: the window doubles while a
 /// reader keeps reading the next block (up to `maxWindow`) and collapses to
-/// `initialWindow` when it jumps. Pure: it only says which blocks to fetch
+/// `initialWindow` when it jumps. A jump itself fetches nothing ahead: a
+/// random reader (4 KiB here, 4 KiB there) must not cost two blocks of I/O per
+/// read; the next block read in order starts the window again. Pure: it only says which blocks to fetch
 /// ahead; the cache (or a trace replayer) fetches them. Not thread-safe.
 public struct SequentialPrefetcher: Sendable {
     private struct Stream {
@@ -12,7 +14,12 @@ public struct SequentialPrefetcher: Sendable {
 
     public let initialWindow: Int
     public let maxWindow: Int
-    private var streams: [String: Stream] = [:]
+    private struct StreamKey: Hashable {
+        var reader: Int
+        var blob: String
+    }
+
+    private var streams: [StreamKey: Stream] = [:]
 
     public init(initialWindow: Int = 2, maxWindow: Int = 32) {
         self.initialWindow = max(1, initialWindow)
@@ -22,13 +29,17 @@ public struct SequentialPrefetcher: Sendable {
     /// Reader `reader` read `block` of `blob` (of `blockCount` blocks): the
     /// blocks to fetch ahead now, in order.
     public mutating func accessed(reader: Int, blob: String, block: Int, blockCount: Int) -> [Int] {
-        let id = "\(reader)/\(blob)"
+        let id = StreamKey(reader: reader, blob: blob)
         var stream = streams[id] ?? Stream(last: block - 1, window: initialWindow, requestedThrough: block)
         if block == stream.last + 1 {
             stream.window = min(maxWindow, stream.window * 2)
         } else if block != stream.last {
-            stream.window = initialWindow  // a jump: random access, stop reading far ahead
+            // A jump: random access until the next read proves otherwise.
+            stream.window = initialWindow
             stream.requestedThrough = block
+            stream.last = block
+            streams[id] = stream
+            return []
         }
         stream.last = block
         let end = min(blockCount - 1, block + stream.window)

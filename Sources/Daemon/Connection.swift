@@ -26,6 +26,9 @@ final class Connection: @unchecked Sendable {
     /// Set when a reply could not be written: the client is gone.
     private var broken = false
     private let writeLock = NSLock()
+    /// The thread running `run()`, and its reply buffer for small reads.
+    private var readingThread: Thread?
+    private let smallReplyBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Frame.headerSize + Connection.copyLimit, alignment: 64)
 
     init(id: Int, socket: UnixSocket, server: Server) {
         self.id = id
@@ -41,7 +44,10 @@ final class Connection: @unchecked Sendable {
         socket.shutdownReading()
     }
 
+    deinit { smallReplyBuffer.deallocate() }
+
     func run() {
+        readingThread = Thread.current
         defer { finish() }
         let peer: PeerCredentials
         do { peer = try socket.peerCredentials() } catch {
@@ -50,6 +56,7 @@ final class Connection: @unchecked Sendable {
         }
         logger[metadataKey: "peer"] = "uid=\(peer.uid) pid=\(peer.pid)"
         socket.setSendTimeout(seconds: 30)
+        socket.setSendBuffer(bytes: 4 << 20)
         var decoder = FrameDecoder(maxFrameSize: server.limits.maxRequestFrame)
         var greeted = false
         var lastActivity = ContinuousClock.now
@@ -188,13 +195,15 @@ final class Connection: @unchecked Sendable {
             throw .invalidArgument("read length \(length) is over the limit of \(server.limits.maxReadLength) bytes")
         }
         let node = server.node
-        let plan = try node.plan(model: model, path: path, offset: offset, length: UInt64(length))
+        let plan = try target(model, path).plan(offset: offset, length: UInt64(length), path: path)
         let count = plan.range.count
         let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: count)
         if count <= Self.copyLimit {
             let frameSize = Frame.headerSize + count
-            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 64)
-            defer { scratch.deallocate() }
+            // The reading thread reuses one buffer; workers (pipelined reads) allocate.
+            let inline = Thread.current === readingThread
+            let scratch = inline ? smallReplyBuffer : UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 64)
+            defer { if !inline { scratch.deallocate() } }
             scratch.copyBytes(from: header)
             var position = Frame.headerSize
             try node.forEachBlock(plan, model: model, path: path, reader: self.id) { piece in
@@ -202,7 +211,7 @@ final class Connection: @unchecked Sendable {
                 position += piece.count
                 return true
             }
-            write(UnsafeRawBufferPointer(scratch))
+            write(UnsafeRawBufferPointer(rebasing: scratch[0..<frameSize]))
         } else if let failure = stream(plan, header: header, model: model, path: path) {
             throw failure
         }
@@ -239,6 +248,25 @@ final class Connection: @unchecked Sendable {
         }
         if !delivered { markBroken() }
         return nil
+    }
+
+    /// The last read's target, kept by the reading thread: a client reading
+    /// one file over and over skips the lookups (model, file, source) until
+    /// the node changes anything or a second passes (resolutions refresh).
+    private var lastTarget: (model: String, path: String, generation: Int, at: ContinuousClock.Instant, target: ReadTarget)?
+
+    private func target(_ model: String, _ path: String) throws(DaemonError) -> ReadTarget {
+        let node = server.node
+        guard Thread.current === readingThread else { return try node.target(model: model, path: path) }
+        let generation = node.generation.load(ordering: .acquiring)
+        if let last = lastTarget, last.generation == generation, last.model == model, last.path == path,
+            ContinuousClock.now - last.at < .seconds(1)
+        {
+            return last.target
+        }
+        let target = try node.target(model: model, path: path)
+        lastTarget = (model, path, generation, .now, target)
+        return target
     }
 
     /// Reads up to this size are copied into one frame (one send); larger

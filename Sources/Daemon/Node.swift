@@ -14,6 +14,7 @@ import Logging
 import Models
 import ObjectStore
 import Staging
+import Synchronization
 import Wire
 
 /// One file of a resolved model: what the manifest (or the snapshot) says.
@@ -75,6 +76,9 @@ public final class Node: @unchecked Sendable {
     var pulls: [ModelReference: PullJob] = [:]
     /// Models whose RAM blocks are pinned (preloaded to RAM with pin).
     var ramPinned = Set<ModelReference>()
+    /// Bumped whenever a resolution or a blob's source changes: connections
+    /// that remember their last read's target check it instead of looking up.
+    let generation = Atomic<Int>(0)
     /// Set by drain: waits for pulls end with `shuttingDown` (the pulls are parked).
     var draining = false
     let pending: PendingPulls
@@ -95,6 +99,9 @@ public final class Node: @unchecked Sendable {
     /// Requests waiting for a pull give up (the pull itself is parked: its
     /// intent stays recorded and the next start resumes it).
     public func beginDraining() { lock.withLock { draining = true } }
+
+    /// Something a cached read target may depend on changed.
+    func changed() { generation.add(1, ordering: .releasing) }
 
     /// Parses a model reference from a client.
     static func reference(_ text: String) throws(DaemonError) -> ModelReference {
@@ -127,6 +134,7 @@ public final class Node: @unchecked Sendable {
         let model: ResolvedModel
         do { model = try blocking { [self] in try await fetchResolution(reference) } } catch { throw DaemonError.from(error) }
         lock.withLock { models[reference] = model }
+        changed()
         return model
     }
 
@@ -138,6 +146,7 @@ public final class Node: @unchecked Sendable {
                 if let model { models[reference] = model }
                 refreshing.remove(reference)
             }
+            changed()
         }
     }
 
@@ -168,10 +177,11 @@ public final class Node: @unchecked Sendable {
 
     /// A file of a model, with the client's path checked first: paths are
     /// only ever looked up among the model's files, never joined to a folder.
+    /// (A path found among them passed the manifest's own path checks.)
     func file(_ path: String, of model: ResolvedModel) throws(DaemonError) -> ResolvedFile {
+        if let file = model.file(path) { return file }
         if let problem = Manifest.pathProblem(path) { throw .invalidArgument("invalid path \(String(reflecting: path)): \(problem)") }
-        guard let file = model.file(path) else { throw .notFound("\(model.reference) has no file \(path)") }
-        return file
+        throw .notFound("\(model.reference) has no file \(path)")
     }
 
     /// A file's state on both tiers, for `resolve` and `stat`.

@@ -89,6 +89,7 @@ extension Node {
                 if case .notStaged = error {} else { throw DaemonError(error) }
             }
             lock.withLock { models[reference] = nil }
+            changed()
         }
         return "evicted \(reference): \(blocks) RAM block(s)" + (tier == .nvme ? ", \(blobs) staged blob(s)" : "")
     }

@@ -17,6 +17,20 @@ import Glibc
 // therefore waits for its own blocks, not for the file, and it starts the
 // pull of the model in the background so later reads come from NVMe.
 
+/// Where a file's bytes come from, and its size.
+struct ReadTarget {
+    let source: BlobSource
+    let size: UInt64
+
+    /// The planned read of `length` bytes at `offset`, clipped to the file.
+    func plan(offset: UInt64, length: UInt64, path: String) throws(DaemonError) -> ReadPlan {
+        guard offset < size || (offset == 0 && size == 0) else {
+            throw .invalidArgument("offset \(offset) is at or past the end of \(path) (\(size) bytes)")
+        }
+        return ReadPlan(source: source, range: offset..<offset + min(length, size - offset))
+    }
+}
+
 /// A read the node has checked and knows where to serve from.
 struct ReadPlan {
     let source: BlobSource
@@ -25,15 +39,16 @@ struct ReadPlan {
 }
 
 extension Node {
-    /// Checks a read (model, path, range) and finds where its bytes come from.
-    func plan(model text: String, path: String, offset: UInt64, length: UInt64) throws(DaemonError) -> ReadPlan {
+    /// Where the bytes of a model's file come from.
+    func target(model text: String, path: String) throws(DaemonError) -> ReadTarget {
         let model = try resolve(text: text)
         let file = try file(path, of: model)
-        guard offset < file.size || (offset == 0 && file.size == 0) else {
-            throw .invalidArgument("offset \(offset) is at or past the end of \(path) (\(file.size) bytes)")
-        }
-        let end = offset + min(length, file.size - offset)
-        return ReadPlan(source: try source(of: file, in: model), range: offset..<end)
+        return ReadTarget(source: try source(of: file, in: model), size: file.size)
+    }
+
+    /// Checks a read (model, path, range) and finds where its bytes come from.
+    func plan(model text: String, path: String, offset: UInt64, length: UInt64) throws(DaemonError) -> ReadPlan {
+        try target(model: text, path: path).plan(offset: offset, length: length, path: path)
     }
 
     /// Hands the planned bytes to `body` in place, block by block (see
@@ -52,6 +67,7 @@ extension Node {
         } catch {
             guard case .system(_, _, ENOENT) = error, !started else { throw DaemonError(error) }
             lock.withLock { sources[plan.source.digest] = nil }
+            changed()
             let again = try self.plan(model: text, path: path, offset: plan.range.lowerBound, length: UInt64(plan.range.count))
             do { try cache.forEachBlock(of: again.source, in: again.range, reader: reader, body) } catch { throw DaemonError(error) }
         }
@@ -105,6 +121,7 @@ extension Node {
             digest: digest, path: staged.path, size: staged.size, blockSize: staged.digests.blockSize,
             blockDigests: staged.digests.digests)
         lock.withLock { sources[digest] = source }
+        changed()
         return source
     }
 

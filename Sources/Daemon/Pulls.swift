@@ -92,6 +92,7 @@ extension Node {
         Task { [weak self] in
             _ = await job.task.result
             self?.lock.withLock { if self?.pulls[reference] === job { self?.pulls[reference] = nil } }
+            self?.changed()  // the files may be staged now: read them from NVMe
         }
         return job
     }

@@ -36,6 +36,8 @@ public final class DaemonClient {
     /// Bytes received past the last frame taken (rare: one request at a time).
     private var pending: [UInt8] = []
     private var descriptors: [Int32] = []
+    /// Only `open` replies carry a descriptor: other receives skip recvmsg's control buffer.
+    private var expectingDescriptor = false
     private var nextRequest: UInt32 = 1
     private var buffer = [UInt8](repeating: 0, count: 256 << 10)
     private static let maxFrameSize = 512 << 20
@@ -121,6 +123,8 @@ public final class DaemonClient {
 
     /// A read-only descriptor of the staged file (the caller closes it).
     public func open(_ model: String, path: String) throws(ClientError) -> (descriptor: Int32, info: FileInfo) {
+        expectingDescriptor = true
+        defer { expectingDescriptor = false }
         guard case .opened(let info) = try exchange(.open(model: model, path: path)) else { throw unexpected("opened") }
         guard !descriptors.isEmpty else { throw .protocolViolation("the opened reply carried no file descriptor") }
         let fd = descriptors.removeFirst()
@@ -220,7 +224,9 @@ public final class DaemonClient {
     /// One recv (collecting passed descriptors); the peer closing is an error.
     private func receive(into raw: UnsafeMutableRawBufferPointer) throws(ClientError) -> Int {
         let count: Int
-        do { count = try socket.receive(into: raw, descriptors: &descriptors) } catch { throw .socket(error) }
+        do {
+            count = expectingDescriptor ? try socket.receive(into: raw, descriptors: &descriptors) : try socket.receive(into: raw)
+        } catch { throw .socket(error) }
         guard count > 0 else { throw .socket(.closed) }
         return count
     }

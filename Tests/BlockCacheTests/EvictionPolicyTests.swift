@@ -17,7 +17,9 @@ final class PrefetcherTests: XCTestCase {
         XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 0, blockCount: 100), [1, 2, 3, 4])
         XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 1, blockCount: 100), [5, 6, 7, 8, 9])
         XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 2, blockCount: 100), [10])  // window capped at 8
-        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 50, blockCount: 100), [51, 52])  // jump: collapse
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 50, blockCount: 100), [])  // jump: nothing ahead
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 51, blockCount: 100), [52, 53, 54, 55])  // in order again: restart small
+        XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 97, blockCount: 100), [])
         XCTAssertEqual(prefetcher.accessed(reader: 0, blob: "b", block: 98, blockCount: 100), [99])  // clipped at the end
         // Readers are tracked apart.
         XCTAssertEqual(prefetcher.accessed(reader: 1, blob: "b", block: 0, blockCount: 100), [1, 2, 3, 4])
