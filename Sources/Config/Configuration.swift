@@ -81,6 +81,10 @@ public struct Configuration: Sendable, Equatable {
         public var idleTimeoutSeconds = 300
         /// How long SIGTERM waits for requests in flight before parking them.
         public var drainTimeoutSeconds = 10
+        /// Models to bring onto a tier when the daemon starts, in the
+        /// background: "NAME[@REV] [tier=nvme|ram] [pin]" each. The daemon is
+        /// `ready` once every one is there.
+        public var preload: [String] = []
     }
 
     /// Who may use the socket beyond the daemon's own user and root: user and

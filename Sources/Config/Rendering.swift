@@ -24,7 +24,8 @@ extension Configuration {
                 "maxInFlight": \(daemon.maxInFlight),
                 "maxConnections": \(daemon.maxConnections),
                 "idleTimeoutSeconds": \(daemon.idleTimeoutSeconds),
-                "drainTimeoutSeconds": \(daemon.drainTimeoutSeconds)
+                "drainTimeoutSeconds": \(daemon.drainTimeoutSeconds),
+                "preload": \(list(daemon.preload))
               },
               "access": {
                 "readUsers": \(list(access.readUsers)),

@@ -125,6 +125,32 @@ extension Setting {
         }
     }
 
+    /// Preload entries: "NAME[@REV] [tier=nvme|ram] [pin]", as a JSON array
+    /// of strings, or ";"-separated text from the environment and flags.
+    static func preloadList(_ key: String, _ path: WritableKeyPath<Configuration, [String]>) -> Setting {
+        Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
+            var entries: [String] = []
+            switch value {
+            case .null: break
+            case .array(let items):
+                for item in items {
+                    guard case .string(let s) = item else { throw Failure(reason: "expected strings such as \"org/model@main tier=ram pin\"") }
+                    entries.append(s)
+                }
+            case .string(let s): entries = s.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            default: throw Failure(reason: "expected a list of \"NAME[@REV] [tier=nvme|ram] [pin]\" entries")
+            }
+            for entry in entries {
+                let words = entry.split(separator: " ")
+                guard let first = words.first, !first.isEmpty else { throw Failure(reason: "an empty preload entry") }
+                for word in words.dropFirst() where !["tier=nvme", "tier=ram", "pin"].contains(word) {
+                    throw Failure(reason: "\(String(reflecting: String(word))) in \(String(reflecting: entry)): expected tier=nvme, tier=ram or pin")
+                }
+            }
+            config[keyPath: path] = entries
+        }
+    }
+
     static func fileMode(_ key: String, _ path: WritableKeyPath<Configuration, UInt32>) -> Setting {
         Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
             let s = try text(value)
@@ -174,6 +200,7 @@ extension Setting {
         .integer("daemon.maxConnections", \.daemon.maxConnections, 1...65_536),
         .integer("daemon.idleTimeoutSeconds", \.daemon.idleTimeoutSeconds, 1...86_400),
         .integer("daemon.drainTimeoutSeconds", \.daemon.drainTimeoutSeconds, 0...3600),
+        .preloadList("daemon.preload", \.daemon.preload),
         .names("access.readUsers", \.access.readUsers, wildcard: true),
         .names("access.readGroups", \.access.readGroups, wildcard: true),
         .names("access.adminUsers", \.access.adminUsers, wildcard: false),

@@ -79,6 +79,8 @@ public final class Node: @unchecked Sendable {
     /// Bumped whenever a resolution or a blob's source changes: connections
     /// that remember their last read's target check it instead of looking up.
     let generation = Atomic<Int>(0)
+    /// The `daemon.preload` list's progress (nil: none configured).
+    var startupPreloads: StartupPreloads?
     /// Set by drain: waits for pulls end with `shuttingDown` (the pulls are parked).
     var draining = false
     let pending: PendingPulls

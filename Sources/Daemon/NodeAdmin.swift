@@ -98,10 +98,12 @@ extension Node {
     func statistics(connections: ConnectionCounts, requests: RequestCounts) -> String {
         let ram = cache.statistics
         let usage = staging.usage()
+        let startup = lock.withLock { startupPreloads }
         let report = StatsReport(
             version: daemonVersion,
             uptimeSeconds: (ContinuousClock.now - started).seconds,
-            ready: true,
+            ready: startup?.ready ?? true,
+            preload: startup?.snapshot ?? [],
             ram: .init(
                 budgetBytes: ram.budgetBytes, usedBytes: ram.residentBytes, hits: ram.hits, misses: ram.misses,
                 evictions: ram.evictions, prefetchedUsed: ram.prefetchedUsed, prefetchedWasted: ram.prefetchedWasted,
@@ -141,6 +143,7 @@ struct StatsReport: Codable {
     var version: String
     var uptimeSeconds: Double
     var ready: Bool
+    var preload: [StartupPreloads.Status]
     var ram: RAM
     var nvme: NVMe
     var connections: ConnectionCounts

@@ -93,3 +93,29 @@ struct Evict: AsyncParsableCommand {
 
     func run() async throws { print(try global.client().evict(model, tier: tier)) }
 }
+
+struct Ready: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exit 0 when the daemon is up and every model of daemon.preload is on its tier, 1 otherwise (a readiness probe).",
+        discussion: "Examples:\n  weightcache ready && echo serving\n  until weightcache ready --quiet; do sleep 2; done")
+
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print nothing; only the exit status.") var quiet = false
+
+    func run() async throws {
+        let json = try global.client().stats()
+        guard let stats = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
+            throw CommandError("unreadable stats from the daemon")
+        }
+        let ready = stats["ready"] as? Bool ?? false
+        if !quiet {
+            let preloads = stats["preload"] as? [[String: Any]] ?? []
+            print(ready ? "ready" : "not ready")
+            for entry in preloads {
+                let error = (entry["error"] as? String).map { ": \($0)" } ?? ""
+                print("  \(entry["model"] ?? "?") on \(entry["tier"] ?? "?"): \(entry["state"] ?? "?")\(error)")
+            }
+        }
+        if !ready { throw ExitCode(1) }
+    }
+}

@@ -53,6 +53,7 @@ struct Serve: AsyncParsableCommand {
             access: try AccessPolicy(config.access), logger: logger)
         try FileManager.default.createDirectory(
             atPath: (config.socket.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        node.preloadInBackground(config.daemon.preload.map(PreloadSpec.init))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: DaemonService(server: server, node: node))],

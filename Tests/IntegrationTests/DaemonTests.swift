@@ -226,6 +226,37 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    /// daemon.preload: the daemon brings the listed model onto its tier in the
+    /// background; `weightcache ready` says 1 (not ready) until it is there, then 0.
+    func testStartupPreloadGatesReadiness() async throws {
+        let daemon = try await DaemonHarness(tag: "ready", settings: [
+            "WEIGHTCACHE_TRANSFER_MAX_BYTES_PER_SECOND": "8MiB", "WEIGHTCACHE_TRANSFER_PART_SIZE": "4MiB",
+        ])
+        try daemon.pushModel("ready@main", bigMiB: 24, shards: 1, seed: 17)
+        try daemon.start(extra: ["WEIGHTCACHE_DAEMON_PRELOAD": "ready@main tier=ram pin"])
+        func ready() -> (status: Int32, output: String) {
+            runProcessStatus(
+                DaemonHarness.binary, ["ready", "--config", repositoryRoot + "/config.json", "--set", "socket.path=\(daemon.socket)"])
+        }
+        let first = ready()
+        XCTAssertEqual(first.status, 1, first.output)
+        XCTAssertTrue(first.output.contains("ready@main on ram"), first.output)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var last = first
+        while last.status != 0 && ContinuousClock.now < deadline {
+            usleep(200_000)
+            last = ready()
+        }
+        XCTAssertEqual(last.status, 0, last.output + daemon.logText)
+        let info = try daemon.client().resolve("ready@main")
+        XCTAssertTrue(info.pinned)
+        for file in info.files {
+            XCTAssertEqual(file.nvme, .staged)
+            XCTAssertEqual(file.ramBytes, file.size, "\(file.path) is not all in RAM")
+        }
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     /// 32 clients reading random ranges at once for a few seconds: no error,
     /// every byte right (the RAM budget is smaller than the model: evictions happen).
     func testThirtyTwoConcurrentClients() async throws {
