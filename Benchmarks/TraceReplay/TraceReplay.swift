@@ -4,9 +4,11 @@
 //
 //   swift run -c release trace-replay
 //
-// Every miss is a block loaded from the tier below (NVMe, or S3 for a cold
-// model); "loads" counts misses plus prefetches, the bytes the RAM tier pulls
-// from below in blocks.
+// Every miss is a block loaded from the tier below; "loads" counts misses
+// plus prefetches, the bytes the RAM tier pulls from below in blocks. The node
+// starts cold: a block's first load comes from S3 (read-through), and from
+// then on it is on NVMe (staging keeps everything here), so later loads of it
+// come from NVMe. Bytes assume 4 MiB blocks.
 import BlockCache
 import Foundation
 
@@ -93,6 +95,8 @@ struct Result {
     var hitRatio: Double
     var loads: Int
     var prefetchedUnused: Int
+    var fromNVMe: Int
+    var fromStore: Int
 }
 
 func replay(_ trace: Trace, _ kind: PolicyKind, prefetch: Bool) -> Result {
@@ -101,8 +105,16 @@ func replay(_ trace: Trace, _ kind: PolicyKind, prefetch: Bool) -> Result {
     var hits = 0
     var counted = 0
     var prefetches = 0
+    var staged = Set<BlockKey>()
+    var fromNVMe = 0
+    var fromStore = 0
+    func load(_ key: BlockKey) {
+        if staged.insert(key).inserted { fromStore += 1 } else { fromNVMe += 1 }
+    }
     for access in trace.accesses {
-        let hit = cache.access(BlockKey(blob: access.blob, block: access.block))
+        let key = BlockKey(blob: access.blob, block: access.block)
+        let hit = cache.access(key)
+        if !hit { load(key) }
         if access.hot {
             counted += 1
             if hit { hits += 1 }
@@ -112,13 +124,16 @@ func replay(_ trace: Trace, _ kind: PolicyKind, prefetch: Bool) -> Result {
             reader: access.reader, blob: access.blob, block: access.block, blockCount: access.blockCount)
         {
             let key = BlockKey(blob: access.blob, block: ahead)
-            if !cache.isResident(key) { prefetches += 1 }
+            if !cache.isResident(key) {
+                prefetches += 1
+                load(key)
+            }
             cache.prefetch(key)
         }
     }
     return Result(
         hitRatio: Double(hits) / Double(max(1, counted)), loads: cache.misses + prefetches,
-        prefetchedUnused: cache.prefetchedUnused + cache.prefetchedPending)
+        prefetchedUnused: cache.prefetchedUnused + cache.prefetchedPending, fromNVMe: fromNVMe, fromStore: fromStore)
 }
 
 @main
@@ -126,8 +141,8 @@ enum TraceReplay {
     static func main() {
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
         func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
-        print("trace (RAM capacity in blocks)          policy   prefetch  hit ratio   loads  prefetched unused")
-        print(String(repeating: "-", count: 98))
+        print("trace (RAM capacity in blocks)          policy   prefetch  hit ratio   loads  prefetched unused  NVMe MiB   S3 MiB")
+        print(String(repeating: "-", count: 116))
         for trace in traces() {
             for kind in PolicyKind.allCases {
                 for prefetch in [false, true] {
@@ -135,10 +150,11 @@ enum TraceReplay {
                     print(
                         pad("\(trace.name) (\(trace.capacity))", 39) + pad(kind.rawValue, 9) + pad(prefetch ? "on" : "off", 10)
                             + lpad(String(format: "%.1f%%", r.hitRatio * 100), 9) + lpad(String(r.loads), 8)
-                            + lpad(String(r.prefetchedUnused), 19))
+                            + lpad(String(r.prefetchedUnused), 19) + lpad(String(r.fromNVMe * 4), 10) + lpad(String(r.fromStore * 4), 9))
                 }
             }
         }
-        print("(hit ratio of reads; for the scan trace, of the hot model's reads only; loads = misses + prefetches)")
+        print("(hit ratio of reads; for the scan trace, of the hot model's reads only; loads = misses + prefetches;")
+        print(" a cold node: each block's first load comes from S3, later ones from NVMe; 4 MiB blocks)")
     }
 }
