@@ -26,13 +26,19 @@ public struct BlobSource: Sendable {
     public var size: UInt64
     public var blockSize: Int
     public var blockDigests: [UInt64]
+    /// Where its tensors lie, for a safetensors file: read-ahead then follows
+    /// tensor order (`TensorPrefetcher`) as well as block order.
+    public var tensors: SafetensorsIndex?
 
-    public init(digest: String, origin: Origin, size: UInt64, blockSize: Int, blockDigests: [UInt64]) {
+    public init(
+        digest: String, origin: Origin, size: UInt64, blockSize: Int, blockDigests: [UInt64], tensors: SafetensorsIndex? = nil
+    ) {
         self.digest = digest
         self.origin = origin
         self.size = size
         self.blockSize = blockSize
         self.blockDigests = blockDigests
+        self.tensors = tensors
     }
 
     /// The staged file, for a blob on NVMe.
@@ -98,6 +104,7 @@ public final class BlockCache: @unchecked Sendable {
     private var counts = Statistics()
     private var prefetchedResident = 0
     private var prefetcher: SequentialPrefetcher
+    private var tensorPrefetcher: TensorPrefetcher
     private let readAhead: Int
     /// One loader for read-ahead: a sequential reader needs one NVMe stream ahead of it.
     private let prefetchQueue = DispatchQueue(label: "weightcache.block-cache.prefetch")
@@ -111,6 +118,8 @@ public final class BlockCache: @unchecked Sendable {
     ) throws(CacheError) {
         readAhead = max(0, readAheadBlocks)
         prefetcher = SequentialPrefetcher(initialWindow: min(2, max(1, readAheadBlocks)), maxWindow: max(1, readAheadBlocks))
+        // Half the block read-ahead window, in bytes of following tensors.
+        tensorPrefetcher = TensorPrefetcher(budgetBytes: UInt64(max(1, readAheadBlocks / 2)) * UInt64(blockSize))
         arena = try Arena(budgetBytes: budgetBytes, blockSize: blockSize)
         self.blockSize = blockSize
         self.policy = policy.make(slots: arena.slots)
@@ -213,20 +222,29 @@ public final class BlockCache: @unchecked Sendable {
             let slot = try acquire(blob, block: block)
             let keepGoing = body(UnsafeRawBufferPointer(rebasing: arena.slot(slot)[Int(position - blockStart)..<Int(end - blockStart)]))
             release(slot)
-            readAhead(after: block, of: blob, reader: reader)
+            readAhead(after: block, at: position, of: blob, reader: reader)
             guard keepGoing else { return }
             position = end
         }
     }
 
-    /// Queues loads of the blocks the prefetcher says come next and are not
-    /// resident yet: one hop to the prefetch queue for all of them, none when
-    /// there is nothing to load (the common case of a warm reader).
-    private func readAhead(after block: Int, of blob: BlobSource, reader: Int) {
+    /// Queues loads of the blocks the prefetchers say come next (block order,
+    /// and tensor order for a safetensors file) and are not resident yet: one
+    /// hop to the prefetch queue for all of them, none when there is nothing
+    /// to load (the common case of a warm reader).
+    private func readAhead(after block: Int, at offset: UInt64, of blob: BlobSource, reader: Int) {
         guard readAhead > 0 else { return }
         let ahead = condition.withLock {
-            prefetcher.accessed(reader: reader, blob: blob.digest, block: block, blockCount: blob.blockDigests.count)
-                .filter { index[BlockKey(blob: blob.digest, block: $0)] == nil }
+            var blocks = prefetcher.accessed(reader: reader, blob: blob.digest, block: block, blockCount: blob.blockDigests.count)
+            if let tensors = blob.tensors {
+                for range in tensorPrefetcher.accessed(reader: reader, blob: blob.digest, offset: offset, index: tensors)
+                where !range.isEmpty {
+                    let first = Int(range.lowerBound / UInt64(blockSize))
+                    let last = Int((range.upperBound - 1) / UInt64(blockSize))
+                    blocks += (first...last).filter { $0 > block && !blocks.contains($0) }
+                }
+            }
+            return blocks.filter { index[BlockKey(blob: blob.digest, block: $0)] == nil }
         }
         guard !ahead.isEmpty else { return }
         prefetchQueue.async { [self] in

@@ -30,6 +30,7 @@ public struct SequentialPrefetcher: Sendable {
     /// blocks to fetch ahead now, in order.
     public mutating func accessed(reader: Int, blob: String, block: Int, blockCount: Int) -> [Int] {
         let id = StreamKey(reader: reader, blob: blob)
+        if streams.count > 4096 && streams[id] == nil { streams.removeAll(keepingCapacity: true) }  // readers come and go
         var stream = streams[id] ?? Stream(last: block - 1, window: initialWindow, requestedThrough: block)
         if block == stream.last + 1 {
             stream.window = min(maxWindow, stream.window * 2)
@@ -47,6 +48,45 @@ public struct SequentialPrefetcher: Sendable {
         stream.requestedThrough = max(stream.requestedThrough, end)
         streams[id] = stream
         return from <= end ? Array(from...end) : []
+    }
+}
+
+/// safetensors-aware read-ahead: when a reader moves to a tensor it was not
+/// reading, the tensors that follow it in offset order are fetched, up to a
+/// byte budget. Loaders read a shard tensor by tensor, mostly in file order
+/// but not always (some go by name): following offset order from the tensor
+/// actually touched is right in both cases, where block-sequential read-ahead
+/// would collapse at every out-of-order jump. Pure, like
+/// `SequentialPrefetcher`; not thread-safe.
+public struct TensorPrefetcher: Sendable {
+    private struct StreamKey: Hashable {
+        var reader: Int
+        var blob: String
+    }
+
+    /// Most bytes of following tensors asked for per move.
+    public let budgetBytes: UInt64
+    private var lastTensor: [StreamKey: Int] = [:]
+
+    public init(budgetBytes: UInt64) {
+        self.budgetBytes = budgetBytes
+    }
+
+    /// Reader `reader` read byte `offset` of `blob`, laid out as `index`:
+    /// the byte ranges to fetch ahead now, in file order.
+    public mutating func accessed(reader: Int, blob: String, offset: UInt64, index: SafetensorsIndex) -> [Range<UInt64>] {
+        guard let tensor = index.tensor(at: offset) else { return [] }
+        let key = StreamKey(reader: reader, blob: blob)
+        if lastTensor.count > 4096 && lastTensor[key] == nil { lastTensor.removeAll(keepingCapacity: true) }
+        guard lastTensor[key] != tensor else { return [] }
+        lastTensor[key] = tensor
+        var ranges: [Range<UInt64>] = []
+        var bytes: UInt64 = 0
+        for next in index.tensors[(tensor + 1)...] where bytes < budgetBytes {
+            ranges.append(next.range)
+            bytes += UInt64(next.range.count)
+        }
+        return ranges
     }
 }
 

@@ -73,6 +73,8 @@ public final class Node: @unchecked Sendable {
     var refreshing = Set<ModelReference>()
     /// Staged blobs as the cache reads them (digests file read once, not per read).
     var sources: [String: BlobSource] = [:]
+    /// Tensor layouts of safetensors blobs (nil inside: not parseable).
+    var tensorIndexes: [String: SafetensorsIndex?] = [:]
     var pulls: [ModelReference: PullJob] = [:]
     /// Models whose RAM blocks are pinned (preloaded to RAM with pin).
     var ramPinned = Set<ModelReference>()

@@ -97,6 +97,15 @@ extension Node {
     /// the store block by block (which needs the manifest's block digests;
     /// a model without a manifest is pulled, and verified, first).
     func source(of file: ResolvedFile, in model: ResolvedModel) throws(DaemonError) -> BlobSource {
+        var source = try blockSource(of: file, in: model)
+        if source.tensors == nil, file.path.hasSuffix(".safetensors") {
+            source.tensors = tensorIndex(of: source)
+            if source.path != nil, source.tensors != nil { lock.withLock { sources[source.digest] = source } }
+        }
+        return source
+    }
+
+    private func blockSource(of file: ResolvedFile, in model: ResolvedModel) throws(DaemonError) -> BlobSource {
         if let digest = file.digest, let known = lock.withLock({ sources[digest] }) { return known }
         if let digest = file.digest, let staged = stagedSource(digest) { return staged }
         if let digest = file.digest, let blocks = file.blockDigests, let entry = file.entry {
@@ -112,6 +121,25 @@ extension Node {
             throw .notFound("\(model.reference) \(file.path) is not staged after its pull")
         }
         return staged
+    }
+
+    /// The tensor layout of a safetensors blob, read once (through the cache,
+    /// so verified) and remembered; nil if the header does not parse (the
+    /// file is then read with block read-ahead only).
+    private func tensorIndex(of source: BlobSource) -> SafetensorsIndex? {
+        if let known = lock.withLock({ tensorIndexes[source.digest] }) { return known }
+        var index: SafetensorsIndex?
+        if source.size >= 8, let first = try? cache.read(source, range: 0..<8),
+            let length = try? SafetensorsIndex.headerLength(first), UInt64(8 + length) <= source.size,
+            let header = try? cache.read(source, range: 0..<UInt64(8 + length))
+        {
+            index = try? SafetensorsIndex(header: header, fileSize: source.size)
+        }
+        lock.withLock {
+            if tensorIndexes.count > 1024 { tensorIndexes.removeAll() }
+            tensorIndexes[source.digest] = .some(index)
+        }
+        return index
     }
 
     /// A staged blob with its recorded block digests, remembered.

@@ -405,4 +405,49 @@ final class SafetensorsIndexTests: XCTestCase {
         XCTAssertThrowsError(try SafetensorsIndex(header: [1, 0, 0, 0, 0, 0, 0, 0, 0x7B], fileSize: 9))
         XCTAssertThrowsError(try SafetensorsIndex(header: Array(bytes.prefix(20)), fileSize: UInt64(bytes.count)))
     }
+
+    /// In the cache: reading the start of tensor k loads the blocks of the
+    /// tensors after k in offset order (not name order, not the blocks before),
+    /// on a real file with tensors spread over many 64 KiB blocks.
+    func testCacheReadAheadFollowsTensorOrder() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Twelve 256 KiB tensors (4 blocks each) whose names sort against file order.
+        let script = """
+            import numpy as np, sys
+            from safetensors.numpy import save_file
+            save_file({f"t{11 - i:02d}": np.full((256, 256), i, dtype=np.float32) for i in range(12)}, sys.argv[1])
+            """
+        let path = directory + "/model.safetensors"
+        _ = try runProcess("/usr/bin/env", ["python3", "-c", script, path])
+        let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
+        let blockSize = 64 << 10
+        let index = try SafetensorsIndex(header: bytes, fileSize: UInt64(bytes.count))
+        let digests = stride(from: 0, to: bytes.count, by: blockSize).map { xxh3_64(Array(bytes[$0..<min(bytes.count, $0 + blockSize)])) }
+        let source = BlobSource(
+            digest: "st", origin: .file(path: path), size: UInt64(bytes.count), blockSize: blockSize,
+            blockDigests: digests, tensors: index)
+        // Read-ahead of 8 blocks: 4 blocks (256 KiB) of following tensors per move.
+        let cache = try BlockCache(budgetBytes: UInt64(64 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 8)
+        func blocks(of tensor: Int) -> ClosedRange<Int> {
+            let range = index.tensors[tensor].range
+            return Int(range.lowerBound) / blockSize...Int(range.upperBound - 1) / blockSize
+        }
+        // A loader jumps straight to tensor 6 (a random jump: block read-ahead stays quiet).
+        let start = index.tensors[6].range.lowerBound
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 8)
+        defer { buffer.deallocate() }
+        try cache.read(source, range: start..<start + 16, into: buffer, reader: 7)
+        XCTAssertEqual(Array(buffer), Array(bytes[Int(start)..<Int(start) + 16]))
+        let next = blocks(of: 7)
+        let deadline = Date().addingTimeInterval(5)
+        while !next.allSatisfy({ cache.isResident(blob: "st", block: $0) }) && Date() < deadline { usleep(10_000) }
+        for block in next { XCTAssertTrue(cache.isResident(blob: "st", block: block), "block \(block) of tensor 7 was not read ahead") }
+        for block in blocks(of: 5) where !blocks(of: 6).contains(block) {
+            XCTAssertFalse(cache.isResident(blob: "st", block: block), "block \(block) of tensor 5 (before the one read) was loaded")
+        }
+        for block in blocks(of: 10) where !next.contains(block) && !blocks(of: 6).contains(block) {
+            XCTAssertFalse(cache.isResident(blob: "st", block: block), "read-ahead went past its budget (tensor 10)")
+        }
+    }
 }
