@@ -155,6 +155,11 @@ public final class BlockCache: @unchecked Sendable {
         return min(size, UInt64(blocks) * UInt64(blockSize))
     }
 
+    /// Every block resident now, in no particular order (for the warm set).
+    public func residentBlocks() -> [BlockKey] {
+        condition.withLock { slots.compactMap { $0.state == .ready ? $0.key : nil } }
+    }
+
     /// Frees every resident block of `blob` that nobody is reading, pinned or
     /// not (the caller asked for it: `evict`). Returns the blocks freed.
     @discardableResult

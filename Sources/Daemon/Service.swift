@@ -17,11 +17,13 @@ public struct DaemonService: Service {
     public func run() async throws {
         try server.start()
         node.resumeParkedPulls()
+        node.restoreWarmSetAndKeepSaving()
         try? await gracefulShutdown()
         // drain blocks (it waits on connections): keep it off the cooperative pool.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             Thread {
                 server.drain()
+                node.saveWarmSet()
                 done.resume()
             }.start()
         }

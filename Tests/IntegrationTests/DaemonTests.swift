@@ -69,9 +69,13 @@ final class DaemonTests: XCTestCase {
     }
 
     /// A model nobody preloaded: reads are served block by block from the
-    /// store (read-through) and are right; the pull then completes behind them.
+    /// store (read-through) and are right; the pull, throttled to take about
+    /// five seconds, completes behind them. Order of events, not wall time:
+    /// the first bytes arrive while the file is still not staged.
     func testColdReadIsServedThroughFromTheStore() async throws {
-        let daemon = try await DaemonHarness(tag: "cold")
+        let daemon = try await DaemonHarness(tag: "cold", settings: [
+            "WEIGHTCACHE_TRANSFER_MAX_BYTES_PER_SECOND": "8MiB", "WEIGHTCACHE_TRANSFER_PART_SIZE": "4MiB",
+        ])
         let folder = try daemon.pushModel("cold/model@v1", bigMiB: 40, shards: 1, seed: 12)
         try daemon.start()
         let client = try daemon.client()
@@ -81,6 +85,7 @@ final class DaemonTests: XCTestCase {
 
         let head = try client.read("cold/model@v1", path: shard, offset: 0, length: 4096)
         XCTAssertEqual(head, Array(expected[0..<4096]))
+        XCTAssertNotEqual(try client.stat("cold/model@v1", path: shard).nvme, .staged, "the first bytes waited for the whole file")
         let middle = expected.count / 2
         XCTAssertEqual(try client.read("cold/model@v1", path: shard, offset: UInt64(middle), length: 1 << 20), Array(expected[middle..<middle + (1 << 20)]))
         let tail = try client.read("cold/model@v1", path: shard, offset: UInt64(expected.count - 100), length: 1000)
@@ -254,6 +259,30 @@ final class DaemonTests: XCTestCase {
             XCTAssertEqual(file.nvme, .staged)
             XCTAssertEqual(file.ramBytes, file.size, "\(file.path) is not all in RAM")
         }
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// The warm set: what was in RAM when the daemon stopped is back in RAM
+    /// after the next start, loaded from NVMe before any client asks.
+    func testWarmSetIsRestoredAfterARestart() async throws {
+        let daemon = try await DaemonHarness(tag: "warm")
+        try daemon.pushModel("warm@main", bigMiB: 16, shards: 1, seed: 18)
+        try daemon.start()
+        let before = try daemon.client().preload("warm@main", tier: .ram)
+        let shard = try XCTUnwrap(before.files.first { $0.path.hasSuffix(".safetensors") })
+        XCTAssertEqual(shard.ramBytes, shard.size)
+        XCTAssertEqual(daemon.stop(), 0)
+        let saved = try String(contentsOfFile: daemon.directory + "/staging/warm-set.json", encoding: .utf8)
+        XCTAssertTrue(saved.contains(shard.digest), saved)
+
+        try daemon.start()
+        let client = try daemon.client()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try client.stat("warm@main", path: shard.path).ramBytes < shard.size && ContinuousClock.now < deadline { usleep(100_000) }
+        XCTAssertEqual(try client.stat("warm@main", path: shard.path).ramBytes, shard.size, daemon.logText)
+        let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as! [String: Any]
+        XCTAssertEqual((stats["requests"] as! [String: Any])["read"] as? Int, 0, "the blocks came back without any read")
+        XCTAssertTrue(daemon.logText.contains("warm set restored"), daemon.logText)
         XCTAssertEqual(daemon.stop(), 0)
     }
 
