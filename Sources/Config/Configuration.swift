@@ -34,6 +34,9 @@ public struct Configuration: Sendable, Equatable {
         public var policy = "s3-fifo"
         /// Most blocks read ahead of a sequential reader; 0 turns read-ahead off.
         public var readAheadBlocks = 32
+        /// Most bytes of pinned models' staged files the daemon maps and
+        /// locks in memory (mlock) for clients that mmap them; 0: none.
+        public var lockBytes: UInt64 = 0
     }
 
     public enum Addressing: String, Sendable, Equatable, CaseIterable {

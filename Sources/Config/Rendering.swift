@@ -42,7 +42,8 @@ extension Configuration {
                 "budgetBytes": "\(ByteSize.format(ramCache.budgetBytes))",
                 "blockSize": "\(ByteSize.format(ramCache.blockSize))",
                 "policy": \(quote(ramCache.policy)),
-                "readAheadBlocks": \(ramCache.readAheadBlocks)
+                "readAheadBlocks": \(ramCache.readAheadBlocks),
+                "lockBytes": "\(ByteSize.format(ramCache.lockBytes))"
               },
               "s3": {
                 "endpoint": \(quote(s3.endpoint)),

@@ -86,11 +86,14 @@ public final class Node: @unchecked Sendable {
     /// Set by drain: waits for pulls end with `shuttingDown` (the pulls are parked).
     var draining = false
     let pending: PendingPulls
+    let pageLocks: PageLocks
 
+    /// `lockBytes`: `ramCache.lockBytes`, the budget of zero-copy pins (0: off).
     public init(
         staging: Staging, repository: ModelRepository, cache: BlockCache, logger: Logger,
-        resolutionTTL: Duration = .seconds(30)
+        lockBytes: UInt64 = 0, resolutionTTL: Duration = .seconds(30)
     ) throws(DaemonError) {
+        pageLocks = PageLocks(limit: lockBytes, logger: logger)
         self.staging = staging
         self.repository = repository
         self.cache = cache

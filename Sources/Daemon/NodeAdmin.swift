@@ -52,12 +52,14 @@ extension Node {
         progress(total, total)
     }
 
-    /// Pins a staged model: never evicted from staging, and its RAM blocks
-    /// kept too if it fits in half the RAM budget (a bigger pin would starve
-    /// every other reader of the cache).
+    /// Pins a staged model: never evicted from staging, its staged files'
+    /// pages locked in memory for zero-copy readers (within
+    /// `ramCache.lockBytes`), and its RAM blocks kept too if it fits in half
+    /// the RAM budget (a bigger pin would starve every other reader of the cache).
     func pin(model text: String) throws(DaemonError) {
         let reference = try Node.reference(text)
         do { try staging.pin(reference) } catch { throw DaemonError(error) }
+        lockPages(of: reference)
         let model = try resolve(reference)
         if model.bytes <= cache.statistics.budgetBytes / 2 {
             for digest in model.files.compactMap(\.digest) { cache.pin(blob: digest) }
@@ -70,9 +72,27 @@ extension Node {
     func unpin(model text: String) throws(DaemonError) {
         let reference = try Node.reference(text)
         do { try staging.unpin(reference) } catch { throw DaemonError(error) }
+        pageLocks.unlockPages(of: reference.description)
         if lock.withLock({ ramPinned.remove(reference) }) != nil, let model = try? resolve(reference) {
             for digest in model.files.compactMap(\.digest) { cache.unpin(blob: digest) }
         }
+    }
+
+    /// Maps and locks a pinned model's staged files (when `ramCache.lockBytes` allows).
+    @discardableResult
+    func lockPages(of reference: ModelReference) -> Bool {
+        guard pageLocks.limit > 0, let files = try? staging.stagedFiles(of: reference) else { return false }
+        return pageLocks.lockPages(
+            of: reference.description,
+            blobs: files.map { ($0.digest, staging.layout.blob($0.digest), $0.size) })
+    }
+
+    /// At start: the pages of every model pinned here, locked again in the background.
+    public func lockPinnedModels() {
+        guard pageLocks.limit > 0 else { return }
+        Thread { [self] in
+            for reference in staging.stagedModels() where staging.isPinned(reference) { lockPages(of: reference) }
+        }.start()
     }
 
     /// Drops a model from RAM (`ram`) or from RAM and staging (`nvme`). A
@@ -110,7 +130,8 @@ extension Node {
                 integrityFailures: ram.integrityFailures, bytesFromNVMe: ram.bytesFromNVMe, bytesFromStore: ram.bytesFromStore),
             nvme: .init(
                 directory: staging.layout.root, budgetBytes: staging.budget.budgetBytes,
-                usedBytes: usage.blobBytes + usage.partialBytes, blobs: usage.blobs, pulling: activePulls),
+                usedBytes: usage.blobBytes + usage.partialBytes, blobs: usage.blobs, pulling: activePulls,
+                lockedBytes: pageLocks.total, lockBytes: pageLocks.limit),
             connections: connections, requests: requests)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -139,6 +160,9 @@ struct StatsReport: Codable {
         var usedBytes: UInt64
         var blobs: Int
         var pulling: Int
+        /// Bytes of pinned models' staged files locked in memory, and the limit.
+        var lockedBytes: UInt64
+        var lockBytes: UInt64
     }
     var version: String
     var uptimeSeconds: Double

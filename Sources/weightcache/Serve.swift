@@ -43,7 +43,10 @@ struct Serve: AsyncParsableCommand {
         ) { digest, block in
             _ = try? staging.quarantine(blob: digest, reason: "block \(block) failed its xxh3-64 check on the way into RAM", logger: quarantineLogger)
         }
-        let node = try Node(staging: staging, repository: try wiring.repository(), cache: cache, logger: logger)
+        let node = try Node(
+            staging: staging, repository: try wiring.repository(), cache: cache, logger: logger,
+            lockBytes: config.ramCache.lockBytes)
+        node.lockPinnedModels()
         let server = Server(
             node: node, path: config.socket.path, mode: mode_t(config.socket.mode), group: try Self.group(config.socket.group),
             limits: ServerLimits(

@@ -286,6 +286,44 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    /// Zero-copy pins: pinning maps and locks the model's staged files
+    /// (VmLck of the daemon grows by their size), within ramCache.lockBytes;
+    /// a model over the limit is pinned on NVMe only; unpinning unlocks.
+    func testPinLocksStagedPagesWithinTheLimit() async throws {
+        let daemon = try await DaemonHarness(tag: "mlock", settings: ["WEIGHTCACHE_RAM_CACHE_LOCK_BYTES": "16MiB"])
+        try daemon.pushModel("small@main", bigMiB: 4, shards: 1, seed: 19)
+        try daemon.pushModel("large@main", bigMiB: 24, shards: 1, seed: 20)
+        try daemon.start()
+        let client = try daemon.client()
+        func locked() throws -> (stats: UInt64, kernel: UInt64) {
+            let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as! [String: Any]
+            let nvme = stats["nvme"] as! [String: Any]
+            let status = try String(contentsOfFile: "/proc/\(daemon.pid)/status", encoding: .utf8)
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmLck:") }!
+            let kib = UInt64(line.split(separator: " ", omittingEmptySubsequences: true)[1])!
+            return ((nvme["lockedBytes"] as! NSNumber).uint64Value, kib * 1024)
+        }
+        XCTAssertEqual(try locked().stats, 0)
+        let small = try client.preload("small@main", pin: true)
+        let smallBytes = small.files.reduce(0) { $0 + $1.size }
+        XCTAssertLessThan(smallBytes, 16 << 20)
+        var now = try locked()
+        XCTAssertEqual(now.stats, smallBytes)
+        XCTAssertGreaterThanOrEqual(now.kernel + 4096 * UInt64(small.files.count), smallBytes, "the kernel does not see the pages locked")
+
+        let large = try client.preload("large@main", pin: true)
+        XCTAssertTrue(large.pinned)
+        XCTAssertGreaterThan(large.files.reduce(0) { $0 + $1.size }, 16 << 20)
+        XCTAssertEqual(try locked().stats, smallBytes, "a model over the limit must not be locked")
+        XCTAssertTrue(daemon.logText.contains("not locking large@main"), daemon.logText)
+
+        _ = try client.unpin("small@main")
+        now = try locked()
+        XCTAssertEqual(now.stats, 0)
+        XCTAssertLessThan(now.kernel, 1 << 20)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     /// 32 clients reading random ranges at once for a few seconds: no error,
     /// every byte right (the RAM budget is smaller than the model: evictions happen).
     func testThirtyTwoConcurrentClients() async throws {
