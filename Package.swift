@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "weightcache",
             dependencies: [
-                "BlockCache", "Config", "Daemon", "Integrity", "Models", "ObjectStore", "Staging", "WeightCacheClient", "Wire",
+                "BlockCache", "Compression", "Config", "Daemon", "Integrity", "Models", "ObjectStore", "Staging", "WeightCacheClient", "Wire",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -10,7 +10,7 @@ struct WeightCache: AsyncParsableCommand {
         abstract: "Tiered model-weight storage and cache: object store -> NVMe -> RAM -> your GPU process.",
         subcommands: [
             Serve.self, Ready.self, Preload.self, Pin.self, Unpin.self, Evict.self, Stats.self, List.self,
-            Push.self, Pull.self, PathCommand.self, Verify.self, Fetch.self, Put.self, Hash.self, ShowConfig.self,
+            Push.self, Pull.self, PathCommand.self, Inspect.self, Verify.self, Fetch.self, Put.self, Hash.self, ShowConfig.self,
         ])
 }
 

@@ -80,4 +80,31 @@ final class CLITests: XCTestCase {
 
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory), [], "a failed fetch left files")
     }
+
+    /// `inspect` of a pushed model reads only the headers and counts what the
+    /// real safetensors library counts.
+    func testInspectSizesAModelFromItsHeaders() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try runProcess("/usr/bin/env", [
+            "python3", repositoryRoot + "/scripts/make-test-model.py", directory + "/model", "--big-mib", "8", "--shards", "2", "--seed", "5",
+        ])
+        let expected = try runProcess("/usr/bin/env", [
+            "python3", "-c",
+            "import glob, sys, numpy as np\nfrom safetensors.numpy import load_file\nprint(sum(int(np.prod(t.shape)) for f in glob.glob(sys.argv[1] + '/*.safetensors') for t in load_file(f).values()))",
+            directory + "/model",
+        ]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let bucket = uniqueBucketName("inspect")
+        let models = ["WEIGHTCACHE_MODELS": "s3://\(bucket)/models"]
+        var run = weightcache(["push", "--create-bucket", directory + "/model", "sized@main"], environment: models)
+        XCTAssertEqual(run.status, 0, run.output)
+        run = weightcache(["inspect", "sized@main", "--json"], environment: models)
+        XCTAssertEqual(run.status, 0, run.output)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any], run.output)
+        XCTAssertEqual((report["parameters"] as? NSNumber)?.stringValue, expected)
+        XCTAssertEqual(report["shards"] as? Int, 2)
+        run = weightcache(["inspect", "s3://\(bucket)/models/sized/main/"], environment: models)
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertTrue(run.output.contains("bf16") && run.output.contains("int4") && run.output.contains("GPUs of"), run.output)
+    }
 }
