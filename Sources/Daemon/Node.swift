@@ -52,6 +52,15 @@ struct ResolvedModel: Sendable {
     var bytes: UInt64 { files.reduce(0) { $0 + $1.size } }
 }
 
+/// Counters the stats surface reports beyond the tiers' own.
+struct NodeCounters: Sendable {
+    /// Bytes the node's pulls fetched from the store.
+    var bytesPulled: UInt64 = 0
+    /// When a client last named each model (resolve, stat, read, open), to
+    /// about a second: connections remember their last read's target that long.
+    var lastUse: [ModelReference: Date] = [:]
+}
+
 /// The node: staging (NVMe), the block cache (RAM) and the models' store.
 /// Thread-safe; its methods block their caller (connection threads).
 public final class Node: @unchecked Sendable {
@@ -81,6 +90,8 @@ public final class Node: @unchecked Sendable {
     /// Bumped whenever a resolution or a blob's source changes: connections
     /// that remember their last read's target check it instead of looking up.
     let generation = Atomic<Int>(0)
+    /// Node-wide counters for stats (bytes pulled from the store, last use per model).
+    let counters = Mutex(NodeCounters())
     /// The `daemon.preload` list's progress (nil: none configured).
     var startupPreloads: StartupPreloads?
     /// Set by drain: waits for pulls end with `shuttingDown` (the pulls are parked).
@@ -126,6 +137,8 @@ public final class Node: @unchecked Sendable {
                 parsed[text] = reference
             }
         }
+        let now = Date()
+        counters.withLock { $0.lastUse[reference] = now }
         return try resolve(reference)
     }
 

@@ -119,6 +119,14 @@ extension Node {
         let ram = cache.statistics
         let usage = staging.usage()
         let startup = lock.withLock { startupPreloads }
+        let counted = counters.withLock { $0 }
+        let models = summaries().map { summary in
+            let reference = try? Node.reference(summary.model)
+            return StatsReport.Model(
+                model: summary.model, files: Int(summary.files), bytes: summary.bytes, nvmeBytes: summary.nvmeBytes,
+                ramBytes: summary.ramBytes, pinned: summary.pinned,
+                lastUsed: reference.flatMap { counted.lastUse[$0] }?.timeIntervalSince1970)
+        }
         let report = StatsReport(
             version: daemonVersion,
             uptimeSeconds: (ContinuousClock.now - started).seconds,
@@ -131,7 +139,8 @@ extension Node {
             nvme: .init(
                 directory: staging.layout.root, budgetBytes: staging.budget.budgetBytes,
                 usedBytes: usage.blobBytes + usage.partialBytes, blobs: usage.blobs, pulling: activePulls,
-                lockedBytes: pageLocks.total, lockBytes: pageLocks.limit),
+                lockedBytes: pageLocks.total, lockBytes: pageLocks.limit, bytesFromStore: counted.bytesPulled),
+            models: models,
             connections: connections, requests: requests)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -163,6 +172,18 @@ struct StatsReport: Codable {
         /// Bytes of pinned models' staged files locked in memory, and the limit.
         var lockedBytes: UInt64
         var lockBytes: UInt64
+        /// Bytes the node's pulls fetched from the store.
+        var bytesFromStore: UInt64
+    }
+    struct Model: Codable {
+        var model: String
+        var files: Int
+        var bytes: UInt64
+        var nvmeBytes: UInt64
+        var ramBytes: UInt64
+        var pinned: Bool
+        /// Seconds since 1970 when a client last named the model (absent: not since start).
+        var lastUsed: Double?
     }
     var version: String
     var uptimeSeconds: Double
@@ -170,6 +191,7 @@ struct StatsReport: Codable {
     var preload: [StartupPreloads.Status]
     var ram: RAM
     var nvme: NVMe
+    var models: [Model]
     var connections: ConnectionCounts
     var requests: RequestCounts
 }

@@ -80,6 +80,7 @@ extension Node {
             do {
                 let report = try await staging.pull(resolved, from: repository, progress: progress)
                 pending.remove(reference)
+                self.counters.withLock { $0.bytesPulled += report.downloaded }
                 logger.info(
                     "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), in \(ContinuousClock.now - started)")
                 return report

@@ -9,6 +9,10 @@ struct Fetch: AsyncParsableCommand {
             SOURCE is s3://BUCKET/KEY or s3://BUCKET/PREFIX/ (or file:///PATH). For one object, DEST is
             the file to write (or an existing directory to write into). For a prefix, DEST is a
             directory and the keys' paths under the prefix are kept.
+
+            Examples:
+              weightcache fetch s3://models/llama/main/model.safetensors /nvme/model.safetensors
+              weightcache fetch s3://models/llama/main/ /nvme/llama --sync
             """)
 
     @OptionGroup var global: GlobalOptions

@@ -5,7 +5,8 @@ import Integrity
 
 struct Hash: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the xxh3-128 digest of files (the format of xxh128sum).")
+        abstract: "Print the xxh3-128 digest of files (the format of xxh128sum).",
+        discussion: "Examples:\n  weightcache hash model.safetensors\n  weightcache hash /nvme/llama/* | sort")
 
     @Argument(help: "Files to hash.") var files: [String]
 
@@ -18,7 +19,8 @@ struct Hash: AsyncParsableCommand {
 
 struct ShowConfig: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "config", abstract: "Print the effective configuration (secrets masked) and where it came from.")
+        commandName: "config", abstract: "Print the effective configuration (secrets masked) and where it came from.",
+        discussion: "Examples:\n  weightcache config\n  WEIGHTCACHE_TRANSFER_CONCURRENCY=16 weightcache config --set ramCache.policy=lru")
 
     @OptionGroup var global: GlobalOptions
 

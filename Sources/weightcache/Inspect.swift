@@ -62,7 +62,7 @@ struct Inspect: AsyncParsableCommand {
         let usable = String(format: "%.0f%%", (1 - headroom) * 100)
         print("")
         print("precision".padding(toLength: 12, withPad: " ", startingAt: 0) + "weights".leftPadded(12)
-            + "  GPUs of \(formatBytes(memory)) (\(usable) for weights)")
+            + "  GPUs of \(gpuMemory) (\(usable) for weights)")
         for (name, bytes) in rows {
             print(name.padding(toLength: 12, withPad: " ", startingAt: 0) + formatBytes(bytes).leftPadded(12)
                 + "  \(ModelSizing.gpus(for: bytes, memory: memory, headroom: headroom))")

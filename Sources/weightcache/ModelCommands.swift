@@ -28,7 +28,8 @@ extension Wiring {
 
 struct Push: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Publish a model folder as NAME@REV: every file, then the manifest (the commit point).")
+        abstract: "Publish a model folder as NAME@REV: every file, then the manifest (the commit point).",
+        discussion: "Examples:\n  weightcache push ./Llama-3-8B meta/llama-3-8b@v1 --create-bucket\n  weightcache push ./model org/model@main --compress lz4")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Folder of the model's files (a Hugging Face snapshot folder works).") var directory: String
@@ -76,7 +77,8 @@ struct Push: AsyncParsableCommand {
 
 struct Pull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Bring a model into the staging directory: verified block by block, resumable, then print its folder.")
+        abstract: "Bring a model into the staging directory: verified block by block, resumable, then print its folder.",
+        discussion: "Without a daemon (or beside one: the staging directory is shared safely).\n\nExamples:\n  weightcache pull meta/llama-3-8b@v1\n  vllm serve \"$(weightcache pull meta/llama-3-8b@v1)\"")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "NAME[@REVISION]") var model: String
@@ -105,7 +107,8 @@ struct Pull: AsyncParsableCommand {
 
 struct PathCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "path", abstract: "Print the folder of a pulled model (load it with vLLM, transformers, safetensors).")
+        commandName: "path", abstract: "Print the folder of a pulled model (load it with vLLM, transformers, safetensors).",
+        discussion: "Exits 3 if the model is not staged here.\n\nExample:\n  ls -l \"$(weightcache path meta/llama-3-8b@v1)\"")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "NAME[@REVISION]") var model: String
@@ -141,7 +144,8 @@ struct Pin: AsyncParsableCommand {
 
 struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check the staging directory: hash every blob, quarantine mismatches, remove crash leftovers.")
+        abstract: "Check the staging directory: hash every blob, quarantine mismatches, remove crash leftovers.",
+        discussion: "Exits 2 when a blob was quarantined.\n\nExample:\n  weightcache verify --set staging.directory=/nvme/weightcache")
 
     @OptionGroup var global: GlobalOptions
 

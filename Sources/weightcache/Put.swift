@@ -4,7 +4,8 @@ import ObjectStore
 
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Upload a file (multipart, in parallel parts, when large).")
+        abstract: "Upload a file (multipart, in parallel parts, when large).",
+        discussion: "Examples:\n  weightcache put model.safetensors s3://models/llama/main/ --create-bucket\n  weightcache put config.json s3://models/llama/main/config.json")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Local file.") var file: String

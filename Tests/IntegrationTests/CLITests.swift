@@ -107,4 +107,30 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.contains("bf16") && run.output.contains("int4") && run.output.contains("GPUs of"), run.output)
     }
+
+    /// Every subcommand's --help has examples; failures exit with the
+    /// documented codes and one line on stderr.
+    func testHelpExamplesAndExitCodes() throws {
+        let commands = ["serve", "ready", "preload", "pin", "unpin", "evict", "stats", "ls", "push", "pull", "path", "inspect",
+            "verify", "fetch", "put", "hash", "config"]
+        for command in commands {
+            let run = runProcessStatus(binary, [command, "--help"])
+            XCTAssertEqual(run.status, 0, command)
+            XCTAssertTrue(run.output.contains("Example"), "\(command) --help has no example")
+        }
+        let bucket = uniqueBucketName("exit")
+        let models = ["WEIGHTCACHE_MODELS": "s3://\(bucket)/models"]
+        var run = weightcache(["stats", "--set", "socket.path=/tmp/weightcache-no-such-daemon.sock"])
+        XCTAssertEqual(run.status, 4, run.output)
+        XCTAssertEqual(run.output.split(separator: "\n").count, 1, run.output)
+        XCTAssertTrue(run.output.hasPrefix("weightcache: error: no daemon listening"), run.output)
+        run = weightcache(["put", "--create-bucket", repositoryRoot + "/config.json", "s3://\(bucket)/x/config.json"])
+        XCTAssertEqual(run.status, 0, run.output)
+        run = weightcache(["inspect", "nope@main"], environment: models)
+        XCTAssertEqual(run.status, 3, run.output)
+        run = weightcache(["pull", "nope@main", "--set", "transfer.retries=many"], environment: models)
+        XCTAssertEqual(run.status, 78, run.output)
+        run = weightcache(["pull"])
+        XCTAssertEqual(run.status, 64, run.output)
+    }
 }
