@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
     ],
     targets: [
         // C libraries (system-library targets: module maps + pkg-config).
@@ -45,6 +47,7 @@ let package = Package(
             name: "ObjectStore",
             dependencies: [
                 "CCurl",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // lz4 frames (liblz4).
@@ -70,6 +73,7 @@ let package = Package(
             dependencies: [
                 "BlockCache", "Compression", "Config", "Integrity", "Models", "ObjectStore", "Staging", "UnixSocket", "Wire",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         // The Swift client of the socket API (the CLI uses it).
@@ -79,6 +83,8 @@ let package = Package(
             name: "weightcache",
             dependencies: [
                 "BlockCache", "Compression", "Config", "Daemon", "Integrity", "Models", "ObjectStore", "Staging", "WeightCacheClient", "Wire",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

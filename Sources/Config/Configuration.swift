@@ -99,7 +99,14 @@ public struct Configuration: Sendable, Equatable {
         public var adminGroups: [String] = []
     }
 
+    /// The Prometheus endpoint.
+    public struct Metrics: Sendable, Equatable {
+        /// HOST:PORT to serve /metrics on (loopback is the point); nil: off.
+        public var address: String? = nil
+    }
+
     public var socket = Socket()
+    public var metrics = Metrics()
     public var daemon = Daemon()
     public var access = Access()
     public var staging = Staging()

@@ -18,6 +18,9 @@ extension Configuration {
                 "mode": "0\(String(socket.mode, radix: 8))",
                 "group": \(quote(socket.group))
               },
+              "metrics": {
+                "address": \(quote(metrics.address))
+              },
               "daemon": {
                 "maxRequestFrameBytes": "\(ByteSize.format(daemon.maxRequestFrameBytes))",
                 "maxReadBytes": "\(ByteSize.format(daemon.maxReadBytes))",

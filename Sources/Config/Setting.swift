@@ -170,6 +170,13 @@ extension Setting {
         }
     }
 
+    static func addressProblem(_ s: String) -> String? {
+        guard let colon = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: colon)...]), port > 0,
+            !s[..<colon].isEmpty
+        else { return "expected HOST:PORT, such as 127.0.0.1:9464" }
+        return nil
+    }
+
     static func endpointProblem(_ s: String) -> String? {
         guard let url = URLComponents(string: s), let scheme = url.scheme?.lowercased(),
             scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty
@@ -205,6 +212,7 @@ extension Setting {
         .names("access.readGroups", \.access.readGroups, wildcard: true),
         .names("access.adminUsers", \.access.adminUsers, wildcard: false),
         .names("access.adminGroups", \.access.adminGroups, wildcard: false),
+        .optional("metrics.address", \.metrics.address, check: addressProblem),
         .string("staging.directory", \.staging.directory),
         .bytes("staging.budgetBytes", \.staging.budgetBytes, min: 1 << 20),
         .bytes("staging.minFreeBytes", \.staging.minFreeBytes),

@@ -116,7 +116,10 @@ final class Connection: @unchecked Sendable {
                 blockSize: UInt32(server.node.cache.blockSize))), request: frame.request)
             return true
         }
-        server.count { $0.total += 1 }
+        server.count {
+            $0.total += 1
+            $0.byOperation["\(request.type)", default: 0] += 1
+        }
         guard server.access.allows(peer, admin: request.needsAdmin) else {
             server.count { $0.denied += 1 }
             send(.error(.permissionDenied, "uid \(peer.uid) may not \(request.needsAdmin ? "administer" : "read") (see access.* in the configuration)"), request: frame.request)
@@ -131,6 +134,7 @@ final class Connection: @unchecked Sendable {
             send(.error(.busy, "more than \(server.limits.maxInFlight) requests in flight on this connection"), request: frame.request)
             return true
         }
+        server.count { $0.inFlight += 1 }
         if case .preload = request {
             server.workers.async { self.perform(request, id: frame.request) }
         } else if more {
@@ -148,6 +152,7 @@ final class Connection: @unchecked Sendable {
                 inFlight -= 1
                 state.broadcast()
             }
+            server.count { $0.inFlight -= 1 }
         }
         let node = server.node
         do throws(DaemonError) {
@@ -178,7 +183,10 @@ final class Connection: @unchecked Sendable {
             case .stats: send(.stats(json: server.statistics()), request: id)
             }
         } catch {
-            server.count { $0.errors += 1 }
+            server.count {
+                $0.errors += 1
+                $0.errorsByCode[error.code.description, default: 0] += 1
+            }
             logger.debug("request \(id) failed: \(error)")
             send(.error(error.code, error.description), request: id)
         }

@@ -116,6 +116,13 @@ extension Node {
 
     /// The `stats` reply (docs/protocol.md, "Stats").
     func statistics(connections: ConnectionCounts, requests: RequestCounts) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(report(connections: connections, requests: requests))) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    /// What `stats` and the metrics endpoint report.
+    func report(connections: ConnectionCounts, requests: RequestCounts) -> StatsReport {
         let ram = cache.statistics
         let usage = staging.usage()
         let startup = lock.withLock { startupPreloads }
@@ -142,9 +149,7 @@ extension Node {
                 lockedBytes: pageLocks.total, lockBytes: pageLocks.limit, bytesFromStore: counted.bytesPulled),
             models: models,
             connections: connections, requests: requests)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(report)) ?? Data("{}".utf8), as: UTF8.self)
+        return report
     }
 }
 
@@ -210,6 +215,10 @@ struct RequestCounts: Codable, Sendable {
     var readBytes: UInt64 = 0
     var errors = 0
     var denied = 0
+    /// Requests admitted and not answered yet, over all connections.
+    var inFlight = 0
+    var byOperation: [String: Int] = [:]
+    var errorsByCode: [String: Int] = [:]
 }
 
 extension Duration {

@@ -146,4 +146,10 @@ public final class Server: @unchecked Sendable {
         let (connections, requests) = lock.withLock { (connectionCounts, requestCounts) }
         return node.statistics(connections: connections, requests: requests)
     }
+
+    /// The node's and the server's figures, for the metrics endpoint.
+    func report() -> StatsReport {
+        let (connections, requests) = lock.withLock { (connectionCounts, requestCounts) }
+        return node.report(connections: connections, requests: requests)
+    }
 }

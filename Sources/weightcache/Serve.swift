@@ -4,6 +4,8 @@ import Config
 import Daemon
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import Staging
 
@@ -57,10 +59,18 @@ struct Serve: AsyncParsableCommand {
         try FileManager.default.createDirectory(
             atPath: (config.socket.path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         node.preloadInBackground(config.daemon.preload.map(PreloadSpec.init))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: DaemonService(server: server, node: node))]
+        if let address = config.metrics.address {
+            // The one process-wide bootstrap: the S3 client's request metrics
+            // (swift-metrics) land in the registry the endpoint serves.
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            services.append(.init(service: MetricsService(
+                address: address, server: server, registry: PrometheusRegistryBox(registry), logger: logger)))
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: DaemonService(server: server, node: node))],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("stopped")
     }

@@ -324,6 +324,37 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    /// GET /metrics on metrics.address: the tiers', the socket's and the S3
+    /// client's figures in the Prometheus text format, every name documented.
+    func testPrometheusEndpoint() async throws {
+        let port = Int.random(in: 20_000...60_000)
+        let daemon = try await DaemonHarness(tag: "metrics", settings: ["WEIGHTCACHE_METRICS_ADDRESS": "127.0.0.1:\(port)"])
+        let folder = try daemon.pushModel("metrics@main", bigMiB: 4, shards: 1, seed: 23)
+        try daemon.start()
+        let client = try daemon.client()
+        _ = try client.preload("metrics@main", tier: .ram)
+        let expected = try Array(Data(contentsOf: URL(fileURLWithPath: folder + "/config.json")))
+        XCTAssertEqual(try client.read("metrics@main", path: "config.json", offset: 0, length: expected.count), expected)
+        XCTAssertThrowsError(try client.resolve("absent@main"))
+        let text = try runProcess("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/metrics"])
+        func value(_ series: String) -> Double? {
+            text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        }
+        XCTAssertEqual(value("weightcache_ready"), 1, text)
+        XCTAssertGreaterThan(value("weightcache_ram_used_bytes") ?? 0, 0, text)
+        XCTAssertGreaterThan(value("weightcache_nvme_bytes_pulled_total") ?? 0, 0, text)
+        XCTAssertEqual(value("weightcache_requests_total{operation=\"read\"}"), 1, text)
+        XCTAssertEqual(value("weightcache_request_errors_total{code=\"not-found\"}"), 1, text)
+        XCTAssertTrue(text.contains("weightcache_s3_request_duration_seconds_bucket{operation=\"GetObject\""), text)
+        // Every metric is in docs/metrics.md.
+        let docs = try String(contentsOfFile: repositoryRoot + "/docs/metrics.md", encoding: .utf8)
+        let names = text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) }
+        XCTAssertGreaterThan(names.count, 20)
+        for name in names { XCTAssertTrue(docs.contains("`\(name)`"), "docs/metrics.md lacks \(name)") }
+        XCTAssertEqual(runProcessStatus("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/other"]).status, 22)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     /// 32 clients reading random ranges at once for a few seconds: no error,
     /// every byte right (the RAM budget is smaller than the model: evictions happen).
     func testThirtyTwoConcurrentClients() async throws {

@@ -77,8 +77,14 @@ public final class S3Client: Sendable {
         _ request: HTTPRequest, _ context: ErrorContext, progress: ProgressHandler? = nil
     ) async throws(ObjectStoreError) -> HTTPOutcome {
         try await settings.retry.run { () async throws(ObjectStoreError) -> HTTPOutcome in
+            let started = ContinuousClock.now
             let outcome = await engine.perform(request)
-            if let error = Self.error(in: outcome, of: request, context) {
+            let error = Self.error(in: outcome, of: request, context)
+            let elapsed = (ContinuousClock.now - started).components
+            S3Metrics.record(
+                operation: context.operation, nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000,
+                error: error)
+            if let error {
                 if case .file = request.sink, outcome.written > 0 { progress?(-Int64(outcome.written)) }
                 throw error
             }
