@@ -95,7 +95,7 @@ with Client() as c:
 print(f"   {count} tensor loads identical (each tensor by open and by read)")
 PY
 "$wc" ls
-"$wc" stats | python3 -c 'import json, sys; s = json.load(sys.stdin); r = s["ram"]; print("   stats: RAM", r["usedBytes"] >> 20, "MiB used,", r["hits"], "hits,", r["misses"], "misses; NVMe", s["nvme"]["usedBytes"] >> 20, "MiB")'
+"$wc" stats
 kill -TERM "$daemon" && wait "$daemon" && daemon=""
 echo "   daemon stopped (SIGTERM, exit 0), socket removed: $([ -e "$work/wc.sock" ] && echo no || echo yes)"
 
