@@ -82,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "weightcache",
             dependencies: [
-                "BlockCache", "Compression", "Config", "Daemon", "Integrity", "Models", "ObjectStore", "Staging", "WeightCacheClient", "Wire",
+                "BlockCache", "Compression", "Config", "Daemon", "Integrity", "Models", "ObjectStore", "Staging", "UnixSocket", "WeightCacheClient", "Wire",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

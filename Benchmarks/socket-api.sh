@@ -47,7 +47,7 @@ result=$repo/Benchmarks/results/socket-api-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
   echo "socket-api: $(nproc) cores, $(git -C "$repo" rev-parse --short HEAD), RAM tier holds the file"
   "$repo/.build-release/release/socket-bench" "$work/wc.sock" bench/socket@main weights.bin "$staged" "$runs"
-  "$bin" stats | python3 -c 'import json, sys; r = json.load(sys.stdin)["ram"]; print("daemon RAM tier: hits", r["hits"], "misses", r["misses"], "used MiB", r["usedBytes"] >> 20)'
+  "$bin" stats --json | python3 -c 'import json, sys; r = json.load(sys.stdin)["ram"]; print("daemon RAM tier: hits", r["hits"], "misses", r["misses"], "used MiB", r["usedBytes"] >> 20)'
 } | tee "$result"
 kill -TERM $daemon
 wait $daemon || true

@@ -226,31 +226,37 @@ public final class BlockCache: @unchecked Sendable {
             let end = min(range.upperBound, blockStart + UInt64(blockSize))
             let slot = try acquire(blob, block: block)
             let keepGoing = body(UnsafeRawBufferPointer(rebasing: arena.slot(slot)[Int(position - blockStart)..<Int(end - blockStart)]))
-            release(slot)
-            readAhead(after: block, at: position, of: blob, reader: reader)
+            releaseAndReadAhead(slot, after: block, at: position, of: blob, reader: reader)
             guard keepGoing else { return }
             position = end
         }
     }
 
-    /// Queues loads of the blocks the prefetchers say come next (block order,
-    /// and tensor order for a safetensors file) and are not resident yet: one
-    /// hop to the prefetch queue for all of them, none when there is nothing
-    /// to load (the common case of a warm reader).
-    private func readAhead(after block: Int, at offset: UInt64, of blob: BlobSource, reader: Int) {
-        guard readAhead > 0 else { return }
-        let ahead = condition.withLock {
-            var blocks = prefetcher.accessed(reader: reader, blob: blob.digest, block: block, blockCount: blob.blockDigests.count)
-            if let tensors = blob.tensors {
-                for range in tensorPrefetcher.accessed(reader: reader, blob: blob.digest, offset: offset, index: tensors)
-                where !range.isEmpty {
-                    let first = Int(range.lowerBound / UInt64(blockSize))
-                    let last = Int((range.upperBound - 1) / UInt64(blockSize))
-                    blocks += (first...last).filter { $0 > block && !blocks.contains($0) }
-                }
-            }
-            return blocks.filter { index[BlockKey(blob: blob.digest, block: $0)] == nil }
+    /// Drops the reader's hold on `slot` and queues loads of the blocks the
+    /// prefetchers say come next (block order, and tensor order for a
+    /// safetensors file) and are not resident yet, in one pass under the
+    /// lock (one lock round per block read, not two): one hop to the prefetch
+    /// queue for all of them, none when there is nothing to load (the common
+    /// case of a warm reader).
+    private func releaseAndReadAhead(_ slot: Int, after block: Int, at offset: UInt64, of blob: BlobSource, reader: Int) {
+        condition.lock()
+        slots[slot].readers -= 1
+        if slots[slot].readers == 0 { condition.broadcast() }
+        guard readAhead > 0 else {
+            condition.unlock()
+            return
         }
+        var blocks = prefetcher.accessed(reader: reader, blob: blob.digest, block: block, blockCount: blob.blockDigests.count)
+        if let tensors = blob.tensors {
+            for range in tensorPrefetcher.accessed(reader: reader, blob: blob.digest, offset: offset, index: tensors)
+            where !range.isEmpty {
+                let first = Int(range.lowerBound / UInt64(blockSize))
+                let last = Int((range.upperBound - 1) / UInt64(blockSize))
+                blocks += (first...last).filter { $0 > block && !blocks.contains($0) }
+            }
+        }
+        let ahead = blocks.filter { index[BlockKey(blob: blob.digest, block: $0)] == nil }
+        condition.unlock()
         guard !ahead.isEmpty else { return }
         prefetchQueue.async { [self] in
             for next in ahead { prefetch(blob, block: next) }

@@ -26,6 +26,10 @@ final class Connection: @unchecked Sendable {
     /// Set when a reply could not be written: the client is gone.
     private var broken = false
     private let writeLock = NSLock()
+    /// This connection's request counters: its own lock, so connections never
+    /// contend on a shared one per request; the server sums them for stats.
+    private let countsLock = NSLock()
+    private var counts = RequestCounts()
     /// The thread running `run()`, and its reply buffer for small reads.
     private var readingThread: Thread?
     private let smallReplyBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Frame.headerSize + Connection.copyLimit, alignment: 64)
@@ -37,6 +41,9 @@ final class Connection: @unchecked Sendable {
         logger = server.logger
         logger[metadataKey: "connection"] = "\(id)"
     }
+
+    func count(_ update: (inout RequestCounts) -> Void) { countsLock.withLock { update(&counts) } }
+    var requestCounts: RequestCounts { countsLock.withLock { counts } }
 
     /// Asks the reading loop to stop taking requests (drain).
     func stopReading() {
@@ -116,12 +123,12 @@ final class Connection: @unchecked Sendable {
                 blockSize: UInt32(server.node.cache.blockSize))), request: frame.request)
             return true
         }
-        server.count {
+        count {
             $0.total += 1
             $0.byOperation["\(request.type)", default: 0] += 1
         }
         guard server.access.allows(peer, admin: request.needsAdmin) else {
-            server.count { $0.denied += 1 }
+            count { $0.denied += 1 }
             send(.error(.permissionDenied, "uid \(peer.uid) may not \(request.needsAdmin ? "administer" : "read") (see access.* in the configuration)"), request: frame.request)
             return true
         }
@@ -134,7 +141,7 @@ final class Connection: @unchecked Sendable {
             send(.error(.busy, "more than \(server.limits.maxInFlight) requests in flight on this connection"), request: frame.request)
             return true
         }
-        server.count { $0.inFlight += 1 }
+        count { $0.inFlight += 1 }
         if case .preload = request {
             server.workers.async { self.perform(request, id: frame.request) }
         } else if more {
@@ -152,7 +159,7 @@ final class Connection: @unchecked Sendable {
                 inFlight -= 1
                 state.broadcast()
             }
-            server.count { $0.inFlight -= 1 }
+            count { $0.inFlight -= 1 }
         }
         let node = server.node
         do throws(DaemonError) {
@@ -183,7 +190,7 @@ final class Connection: @unchecked Sendable {
             case .stats: send(.stats(json: server.statistics()), request: id)
             }
         } catch {
-            server.count {
+            count {
                 $0.errors += 1
                 $0.errorsByCode[error.code.description, default: 0] += 1
             }
@@ -223,9 +230,10 @@ final class Connection: @unchecked Sendable {
         } else if let failure = stream(plan, header: header, model: model, path: path) {
             throw failure
         }
-        server.count {
+        let bytes = UInt64(count)
+        self.count {
             $0.read += 1
-            $0.readBytes += UInt64(count)
+            $0.readBytes += bytes
         }
     }
 

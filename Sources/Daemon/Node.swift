@@ -97,6 +97,8 @@ public final class Node: @unchecked Sendable {
     /// Set by drain: waits for pulls end with `shuttingDown` (the pulls are parked).
     var draining = false
     let pending: PendingPulls
+    /// The pulls a previous run left unfinished, read before this run starts any.
+    let parked: [ModelReference]
     let pageLocks: PageLocks
 
     /// `lockBytes`: `ramCache.lockBytes`, the budget of zero-copy pins (0: off).
@@ -112,6 +114,7 @@ public final class Node: @unchecked Sendable {
         self.resolutionTTL = resolutionTTL
         do { try staging.layout.prepare() } catch { throw DaemonError(error) }
         pending = PendingPulls(path: staging.layout.root + "/daemon-pulls.json")
+        parked = pending.list()
     }
 
     /// Requests waiting for a pull give up (the pull itself is parked: its

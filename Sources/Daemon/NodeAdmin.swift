@@ -219,6 +219,17 @@ struct RequestCounts: Codable, Sendable {
     var inFlight = 0
     var byOperation: [String: Int] = [:]
     var errorsByCode: [String: Int] = [:]
+
+    mutating func add(_ other: RequestCounts) {
+        total += other.total
+        read += other.read
+        readBytes += other.readBytes
+        errors += other.errors
+        denied += other.denied
+        inFlight += other.inFlight
+        byOperation.merge(other.byOperation, uniquingKeysWith: +)
+        errorsByCode.merge(other.errorsByCode, uniquingKeysWith: +)
+    }
 }
 
 extension Duration {

@@ -116,7 +116,7 @@ extension Node {
 
     /// Pulls that a previous run left unfinished, restarted in the background.
     public func resumeParkedPulls() {
-        for reference in pending.list() {
+        for reference in parked {
             do {
                 let model = try resolve(reference)
                 logger.notice("resuming the pull of \(reference) left by a previous run")

@@ -52,7 +52,8 @@ public final class Server: @unchecked Sendable {
     private var stopping = false
     private var acceptorDone = false
     private(set) var connectionCounts = ConnectionCounts()
-    private(set) var requestCounts = RequestCounts()
+    /// Counts of connections that have closed (live ones keep their own).
+    private var retiredCounts = RequestCounts()
 
     public init(node: Node, path: String, mode: mode_t, group: gid_t?, limits: ServerLimits, access: AccessPolicy, logger: Logger) {
         self.node = node
@@ -130,7 +131,9 @@ public final class Server: @unchecked Sendable {
         lock.unlock()
         let thread = Thread { [self] in
             connection.run()
+            let final = connection.requestCounts
             lock.withLock {
+                retiredCounts.add(final)
                 connections[id] = nil
                 connectionCounts.open = connections.count
                 lock.broadcast()
@@ -140,16 +143,25 @@ public final class Server: @unchecked Sendable {
         thread.start()
     }
 
-    func count(_ update: (inout RequestCounts) -> Void) { lock.withLock { update(&requestCounts) } }
+    /// Request counts over every connection, closed and open.
+    private func counts() -> (ConnectionCounts, RequestCounts) {
+        lock.lock()
+        let opened = connectionCounts
+        var requests = retiredCounts
+        let live = Array(connections.values)
+        lock.unlock()
+        for connection in live { requests.add(connection.requestCounts) }
+        return (opened, requests)
+    }
 
     func statistics() -> String {
-        let (connections, requests) = lock.withLock { (connectionCounts, requestCounts) }
+        let (connections, requests) = counts()
         return node.statistics(connections: connections, requests: requests)
     }
 
     /// The node's and the server's figures, for the metrics endpoint.
     func report() -> StatsReport {
-        let (connections, requests) = lock.withLock { (connectionCounts, requestCounts) }
+        let (connections, requests) = counts()
         return node.report(connections: connections, requests: requests)
     }
 }

@@ -45,3 +45,28 @@ final class BlobLock: Sendable {
 
     deinit { close(descriptor) }  // closing the last descriptor releases the flock
 }
+
+/// Held by `weightcache serve` for as long as it runs (`staging/daemon.lock`):
+/// one daemon per staging directory. A second daemon fails before touching
+/// anything, and maintenance (`verify`) can tell that a daemon is live.
+public final class StagingClaim: Sendable {
+    private let lock: BlobLock
+
+    fileprivate init(lock: BlobLock) { self.lock = lock }
+}
+
+extension Staging {
+    private var claimPath: String { layout.root + "/daemon.lock" }
+
+    /// The claim, or nil when a live daemon holds it already.
+    public func claimForDaemon() throws(StagingError) -> StagingClaim? {
+        try makeDirectory(layout.root)
+        return BlobLock.tryAcquire(claimPath).map(StagingClaim.init)
+    }
+
+    /// Whether a live daemon holds this staging directory.
+    public var isClaimedByDaemon: Bool {
+        guard fileExists(claimPath) else { return false }
+        return BlobLock.tryAcquire(claimPath) == nil
+    }
+}

@@ -46,6 +46,10 @@ extension Staging {
                 try quarantine(blob: name, reason: "its content hashes to \(actual)", logger: logger))
         }
         for name in try list(layout.root + "/digests") where !fileExists(layout.blob(name)) {
+            // A pull that holds the blob's lock writes its digests just before the blob.
+            guard let lock = BlobLock.tryAcquire(layout.lock(name)) else { continue }
+            defer { withExtendedLifetime(lock) {} }
+            guard !fileExists(layout.blob(name)) else { continue }
             unlink(layout.blockDigests(name))
             report.removed.append(layout.blockDigests(name))
         }
@@ -58,14 +62,20 @@ extension Staging {
                 if name.hasSuffix(".partial") { report.resumable += 1 }
                 continue
             }
+            // A pull (this process's or another's) that holds the lock is creating it right now.
+            guard let lock = BlobLock.tryAcquire(layout.lock(base)) else { continue }
+            defer { withExtendedLifetime(lock) {} }
             unlink(layout.partials + "/" + name)
             report.removed.append(layout.partials + "/" + name)
         }
-        // Snapshots and refs being written when a process died.
+        // Snapshots and refs being written when a process died (not those a
+        // live pull is writing now: they are seconds old, these are not).
         if let walker = FileManager.default.enumerator(atPath: layout.root + "/models") {
             while let relative = walker.nextObject() as? String {
                 guard (relative as NSString).lastPathComponent.hasPrefix(".tmp-") else { continue }
                 let path = layout.root + "/models/" + relative
+                let modified = (walker.fileAttributes?[.modificationDate] as? Date) ?? .distantPast
+                guard Date().timeIntervalSince(modified) > 600 else { continue }
                 try? FileManager.default.removeItem(atPath: path)
                 walker.skipDescendants()
                 report.removed.append(path)

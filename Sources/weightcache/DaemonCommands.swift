@@ -20,6 +20,9 @@ extension Tier: ExpressibleByArgument {
         default: return nil
         }
     }
+
+    public var defaultValueDescription: String { description }
+    public static var allValueStrings: [String] { allCases.map(\.description) }
 }
 
 struct Preload: AsyncParsableCommand {
@@ -189,7 +192,12 @@ struct Ready: AsyncParsableCommand {
     @Flag(help: "Print nothing; only the exit status.") var quiet = false
 
     func run() async throws {
-        let json = try global.client().stats()
+        let json: String
+        do { json = try global.client().stats() } catch {
+            // A probe wants "not ready" (1) whatever the reason, the reason on stderr.
+            if !quiet { print("not ready: \(error)") }
+            throw ExitCode(1)
+        }
         guard let stats = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
             throw CommandError("unreadable stats from the daemon")
         }

@@ -148,10 +148,15 @@ struct Verify: AsyncParsableCommand {
         discussion: "Exits 2 when a blob was quarantined.\n\nExample:\n  weightcache verify --set staging.directory=/nvme/weightcache")
 
     @OptionGroup var global: GlobalOptions
+    @Flag(help: "Run even while a daemon is using the staging directory.") var force = false
 
     func run() async throws {
         let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.verify"))
-        let report = try wiring.staging().check(logger: wiring.logger)
+        let staging = wiring.staging()
+        if staging.isClaimedByDaemon && !force {
+            throw CommandError("a daemon is using \(wiring.config.staging.directory): stop it first (it checks staging itself at start), or pass --force")
+        }
+        let report = try staging.check(logger: wiring.logger)
         print(
             "verified \(report.blobsVerified) blob(s): \(report.quarantined.count) quarantined, "
                 + "\(report.removed.count) leftover(s) removed, \(report.resumable) partial(s) kept for resume")

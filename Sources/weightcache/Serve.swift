@@ -29,6 +29,11 @@ struct Serve: AsyncParsableCommand {
         let config = wiring.config
         let logger = wiring.logger
         let staging = wiring.staging()
+        // One daemon per staging directory, claimed before anything is touched.
+        guard let claim = try staging.claimForDaemon() else {
+            throw CommandError("another weightcache daemon is using \(config.staging.directory) (staging/daemon.lock is held); stop it first")
+        }
+        defer { withExtendedLifetime(claim) {} }
         // Start-up check: crash leftovers removed, partials kept for resume,
         // blobs whose content does not match their name quarantined.
         try staging.layout.prepare()

@@ -3,10 +3,12 @@
 // not in main.swift, so that ArgumentParser takes the async path.
 import ArgumentParser
 import Config
+import Daemon
 import Foundation
 import Models
 import ObjectStore
 import Staging
+import UnixSocket
 import WeightCacheClient
 import Wire
 
@@ -64,7 +66,7 @@ enum ExitStatus {
         case let error as ModelError: model(error)
         case let error as ObjectStoreError: store(error)
         case is ConfigError: configuration
-        case is CommandError: failure
+        case is CommandError, is SocketError, is DaemonError: failure
         default: nil
         }
     }

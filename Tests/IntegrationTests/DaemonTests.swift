@@ -355,6 +355,35 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    /// A second daemon on the same staging directory, or on the same socket,
+    /// is refused before it touches anything; `verify` will not run beside a
+    /// live daemon without --force; a stale socket (kill -9) is replaced.
+    func testSecondDaemonAndStaleSocket() async throws {
+        let daemon = try await DaemonHarness(tag: "second")
+        try daemon.start()
+        let config = ["--config", repositoryRoot + "/config.json"]
+        var run = runProcessStatus(DaemonHarness.binary, ["serve"] + config, environment: daemon.settings)
+        XCTAssertEqual(run.status, 1, run.output)
+        XCTAssertTrue(run.output.contains("another weightcache daemon is using"), run.output)
+        var elsewhere = daemon.settings
+        elsewhere["WEIGHTCACHE_STAGING_DIRECTORY"] = daemon.directory + "/other-staging"
+        run = runProcessStatus(DaemonHarness.binary, ["serve"] + config, environment: elsewhere)
+        XCTAssertEqual(run.status, 1, run.output)
+        XCTAssertTrue(run.output.contains("another process is listening"), run.output)
+        XCTAssertEqual(run.output.split(separator: "\n").count, 1, run.output)
+        run = runProcessStatus(DaemonHarness.binary, ["verify"] + config, environment: daemon.settings)
+        XCTAssertEqual(run.status, 1, run.output)
+        XCTAssertTrue(try daemon.client().stats().contains("\"ready\":true"))
+
+        // kill -9 leaves the socket file behind; the next start replaces it.
+        kill(daemon.pid, SIGKILL)
+        _ = daemon.stop(signal: 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: daemon.socket), "kill -9 should leave a stale socket")
+        try daemon.start()
+        XCTAssertTrue(try daemon.client().stats().contains("\"ready\":true"))
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     /// 32 clients reading random ranges at once for a few seconds: no error,
     /// every byte right (the RAM budget is smaller than the model: evictions happen).
     func testThirtyTwoConcurrentClients() async throws {
