@@ -404,7 +404,15 @@ public final class BlockCache: @unchecked Sendable {
         let destination = UnsafeMutableRawBufferPointer(rebasing: target[0..<length])
         switch blob.origin {
         case .file(let path):
-            if let error = Self.readBlock(path: path, offset: block * blockSize, into: destination) { return .failure(error) }
+            switch Self.readBlock(path: path, offset: block * blockSize, into: destination) {
+            case .failure(let error): return .failure(error)
+            case .success(let count) where count < length:
+                // Truncated behind our back: as corrupt as a flipped byte.
+                return .failure(.integrity(
+                    blob: blob.digest, block: block, expected: hex16(blob.blockDigests[block]),
+                    actual: "missing (\(count) of \(length) bytes: the file ends early)"))
+            case .success: break
+            }
         case .remote(let fetch):
             do { try fetch(block, destination) } catch { return .failure(error) }
         }
@@ -416,17 +424,19 @@ public final class BlockCache: @unchecked Sendable {
         return .success(())
     }
 
-    private static func readBlock(path: String, offset: Int, into target: UnsafeMutableRawBufferPointer) -> CacheError? {
+    /// Bytes read: fewer than asked when the file ends early.
+    private static func readBlock(path: String, offset: Int, into target: UnsafeMutableRawBufferPointer) -> Result<Int, CacheError> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return .system(syscall: "open", path: path, errno: errno) }
+        guard fd >= 0 else { return .failure(.system(syscall: "open", path: path, errno: errno)) }
         defer { close(fd) }
         var done = 0
         while done < target.count {
             let n = pread(fd, target.baseAddress! + done, target.count - done, off_t(offset + done))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return .system(syscall: "pread", path: path, errno: n < 0 ? errno : EIO) }
+            if n == 0 { break }
+            guard n > 0 else { return .failure(.system(syscall: "pread", path: path, errno: errno)) }
             done += n
         }
-        return nil
+        return .success(done)
     }
 }

@@ -52,12 +52,22 @@ extension Node {
     }
 
     /// Hands the planned bytes to `body` in place, block by block (see
-    /// `BlockCache.forEachBlock`). A staged blob evicted since the plan was
-    /// made is planned again once, if nothing was handed over yet (its blocks
-    /// may then come from the store).
+    /// `BlockCache.forEachBlock`). A staged blob that is gone (evicted, or
+    /// deleted behind the daemon's back) or failed its check (flipped or
+    /// truncated on disk: the cache has quarantined it) is planned again once,
+    /// if nothing was handed over yet: its blocks then come from the store,
+    /// verified against the manifest, and a pull stages it again.
+    /// A read spanning several blocks has them all loaded (and checked) before
+    /// the first byte is handed over, so that a bad block is recovered from —
+    /// or reported as an error reply — instead of cutting a reply midway.
     func forEachBlock(
         _ plan: ReadPlan, model text: String, path: String, reader: Int, _ body: (UnsafeRawBufferPointer) -> Bool
     ) throws(DaemonError) {
+        var plan = plan
+        let blockSize = UInt64(plan.source.blockSize)
+        if plan.range.count > 0, plan.range.lowerBound / blockSize != (plan.range.upperBound - 1) / blockSize {
+            plan = try loaded(plan, model: text, path: path)
+        }
         var started = false
         do {
             try cache.forEachBlock(of: plan.source, in: plan.range, reader: reader) { piece in
@@ -65,12 +75,47 @@ extension Node {
                 return body(piece)
             }
         } catch {
-            guard case .system(_, _, ENOENT) = error, !started else { throw DaemonError(error) }
-            lock.withLock { sources[plan.source.digest] = nil }
-            changed()
-            let again = try self.plan(model: text, path: path, offset: plan.range.lowerBound, length: UInt64(plan.range.count))
+            guard recoverable(error, plan), !started else { throw DaemonError(error) }
+            let again = try replan(plan, after: error, model: text, path: path)
             do { try cache.forEachBlock(of: again.source, in: again.range, reader: reader, body) } catch { throw DaemonError(error) }
         }
+    }
+
+    /// The plan with every block of its range resident, planned again once if
+    /// the staged copy turned out gone or bad.
+    private func loaded(_ plan: ReadPlan, model text: String, path: String) throws(DaemonError) -> ReadPlan {
+        var current = plan
+        for attempt in 0..<2 {
+            let blockSize = UInt64(current.source.blockSize)
+            do {
+                for block in Int(current.range.lowerBound / blockSize)...Int((current.range.upperBound - 1) / blockSize) {
+                    try cache.warm(current.source, block: block)
+                }
+                return current
+            } catch {
+                guard attempt == 0, recoverable(error, current) else { throw DaemonError(error) }
+                current = try replan(current, after: error, model: text, path: path)
+            }
+        }
+        return current
+    }
+
+    /// A staged copy that is gone (evicted, deleted behind the daemon's back)
+    /// or bad (flipped, truncated: the cache has quarantined it) can be read
+    /// from the store instead; a bad block from the store cannot.
+    private func recoverable(_ error: CacheError, _ plan: ReadPlan) -> Bool {
+        switch error {
+        case .system(_, _, ENOENT): true
+        case .integrity: plan.source.path != nil
+        default: false
+        }
+    }
+
+    private func replan(_ plan: ReadPlan, after error: CacheError, model text: String, path: String) throws(DaemonError) -> ReadPlan {
+        if case .integrity = error { logger.warning("serving \(text) \(path) from the store: \(error)") }
+        lock.withLock { sources[plan.source.digest] = nil }
+        changed()
+        return try self.plan(model: text, path: path, offset: plan.range.lowerBound, length: UInt64(plan.range.count))
     }
 
     /// A read-only descriptor of the staged, verified blob of a file (pulling
@@ -107,7 +152,7 @@ extension Node {
 
     private func blockSource(of file: ResolvedFile, in model: ResolvedModel) throws(DaemonError) -> BlobSource {
         if let digest = file.digest, let known = lock.withLock({ sources[digest] }) { return known }
-        if let digest = file.digest, let staged = stagedSource(digest) { return staged }
+        if let digest = file.digest, let staged = stagedSource(digest, size: file.size) { return staged }
         if let digest = file.digest, let blocks = file.blockDigests, let entry = file.entry {
             startPull(of: model)
             return BlobSource(
@@ -117,7 +162,7 @@ extension Node {
         // No digests to check a remote block against: only a verified pull will do.
         _ = try waitForPull(of: model)
         let again = try self.file(file.path, of: try resolve(model.reference, fresh: true))
-        guard let digest = again.digest, let staged = stagedSource(digest) else {
+        guard let digest = again.digest, let staged = stagedSource(digest, size: again.size) else {
             throw .notFound("\(model.reference) \(file.path) is not staged after its pull")
         }
         return staged
@@ -142,9 +187,16 @@ extension Node {
         return index
     }
 
-    /// A staged blob with its recorded block digests, remembered.
-    private func stagedSource(_ digest: String) -> BlobSource? {
+    /// A staged blob with its recorded block digests, remembered. One that is
+    /// not the size the model says was truncated (or grown) behind our back:
+    /// it is quarantined and nil returned (the store serves the file).
+    private func stagedSource(_ digest: String, size: UInt64) -> BlobSource? {
         guard let staged = try? staging.stagedBlob(digest) else { return nil }
+        guard staged.size == size else {
+            _ = try? staging.quarantine(
+                blob: digest, reason: "it is \(staged.size) bytes where its model says \(size)", logger: logger)
+            return nil
+        }
         let source = BlobSource(
             digest: digest, path: staged.path, size: staged.size, blockSize: staged.digests.blockSize,
             blockDigests: staged.digests.digests)

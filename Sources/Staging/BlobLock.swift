@@ -7,6 +7,8 @@ import Glibc
 /// An exclusive flock on `locks/<id>.lock`: held by whoever downloads a blob,
 /// so that one download runs per blob however many pulls (threads, the daemon,
 /// CLIs) ask for it. The kernel drops it when its holder dies, kill -9 included.
+/// Opened read-only (flock needs no more), so a held lock never keeps the
+/// filesystem from being remounted read-only.
 final class BlobLock: Sendable {
     private let descriptor: Int32
 
@@ -16,7 +18,7 @@ final class BlobLock: Sendable {
     static func acquire(_ path: String) async throws(StagingError) -> BlobLock {
         let result: Result<BlobLock, StagingError> = await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+                let fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
                 guard fd >= 0 else {
                     return continuation.resume(returning: .failure(.localIO(syscall: "open", path: path, errno: errno)))
                 }
@@ -34,7 +36,7 @@ final class BlobLock: Sendable {
 
     /// The lock if nobody holds it now, else nil; never waits.
     static func tryAcquire(_ path: String) -> BlobLock? {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return nil }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)

@@ -71,7 +71,14 @@ extension Staging {
     @discardableResult
     public func quarantine(blob digest: String, reason: String, logger: Logger) throws(StagingError) -> String {
         try makeDirectory(layout.quarantine)
-        let moved = layout.quarantine + "/\(digest).\(Int(Date().timeIntervalSince1970))"
+        // Never over earlier evidence: two quarantines of one blob in one second get -1, -2, ...
+        let stamp = layout.quarantine + "/\(digest).\(Int(Date().timeIntervalSince1970))"
+        var moved = stamp
+        var twin = 0
+        while fileExists(moved) {
+            twin += 1
+            moved = stamp + "-\(twin)"
+        }
         guard rename(layout.blob(digest), moved) == 0 else { throw .localIO(syscall: "rename", path: moved, errno: errno) }
         unlink(layout.blockDigests(digest))
         logger.warning("quarantined blob \(digest): \(reason); moved to \(moved)")

@@ -202,14 +202,19 @@ final class StagingTests: XCTestCase {
         handle.write(Data([byte ^ 0x80]))
         try handle.close()
         FileManager.default.createFile(atPath: staging.layout.partials + "/orphan.partial", contents: Data([1]))
-        try FileManager.default.createDirectory(
-            atPath: staging.layout.root + "/models/check/@snapshots/.tmp-dead", withIntermediateDirectories: true)
+        // A snapshot folder left by a process that died an hour ago goes; one a live pull is writing stays.
+        let dead = staging.layout.root + "/models/check/@snapshots/.tmp-dead"
+        try FileManager.default.createDirectory(atPath: dead, withIntermediateDirectories: true)
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-3600)], ofItemAtPath: dead)
+        let live = staging.layout.root + "/models/check/@snapshots/.tmp-live"
+        try FileManager.default.createDirectory(atPath: live, withIntermediateDirectories: true)
 
         let report = try staging.check(logger: logger)
         XCTAssertEqual(report.blobsVerified, manifest.files.count)
         XCTAssertEqual(report.quarantined.count, 1)
         XCTAssertTrue(report.quarantined[0].contains("/quarantine/\(shard.xxh3_128!)."), "\(report.quarantined)")
         XCTAssertEqual(report.removed.count, 2, "\(report.removed)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: live), "a snapshot being written was removed")
         XCTAssertFalse(blobNames().contains(shard.xxh3_128!), "a corrupt blob is still served")
         XCTAssertThrowsError(try staging.path(of: reference), "a snapshot with a quarantined blob is not whole")
 
