@@ -22,6 +22,8 @@ final class DaemonHarness: @unchecked Sendable {
     let socket: String
     var settings: [String: String]
     private(set) var pid: Int32 = 0
+    /// The daemon's --log-level.
+    var logLevel = "info"
     private(set) var runs = 0
 
     /// A fresh directory (staging, socket, logs) and bucket; nothing started yet.
@@ -71,7 +73,7 @@ final class DaemonHarness: @unchecked Sendable {
         try runProcess(
             "/bin/sh",
             ["-c", "(\"$0\" \"$@\" >'\(log)' 2>&1 </dev/null; echo $? >'\(exitFile)') >/dev/null 2>&1 &",
-             Self.binary, "serve", "--config", repositoryRoot + "/config.json", "--log-level", "info", "--set", "socket.path=\(socket)"],
+             Self.binary, "serve", "--config", repositoryRoot + "/config.json", "--log-level", logLevel, "--set", "socket.path=\(socket)"],
             environment: settings.merging(extra) { $1 })
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {

@@ -384,6 +384,40 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(daemon.stop(), 0)
     }
 
+    /// The S3 secret never shows: not in the daemon's logs (at debug level,
+    /// through errors from the store), stats, error replies, `weightcache
+    /// config`, or its command line (credentials come by environment or file).
+    func testSecretsNeverLeak() async throws {
+        let daemon = try await DaemonHarness(tag: "secret")
+        try daemon.pushModel("secret@main", bigMiB: 1, shards: 1, seed: 24)
+        let secret = sharedServer.secretKey
+        daemon.logLevel = "trace"
+        try daemon.start()
+        let client = try daemon.client()
+        _ = try client.preload("secret@main")
+        var replies: [String] = [try client.stats()]
+        for model in ["absent@main", "../escape", "secret@main"] {
+            do { _ = try client.read(model, path: "nope.bin", offset: 0, length: 1) } catch { replies.append("\(error)") }
+        }
+        XCTAssertEqual(daemon.stop(), 0)
+        // A daemon whose store refuses it (wrong bucket), for error paths through the S3 client.
+        daemon.settings["WEIGHTCACHE_MODELS"] = "s3://no-such-bucket-\(UUID().uuidString.prefix(8).lowercased())/models"
+        try daemon.start()
+        do { _ = try daemon.client().resolve("secret@main") } catch { replies.append("\(error)") }
+        let commandLine = String(decoding: FileManager.default.contents(atPath: "/proc/\(daemon.pid)/cmdline") ?? Data(), as: UTF8.self)
+        XCTAssertEqual(daemon.stop(), 0)
+        let config = runProcessStatus(DaemonHarness.binary, ["config", "--config", repositoryRoot + "/config.json"], environment: daemon.settings)
+        XCTAssertTrue(config.output.contains("<redacted>"), config.output)
+        var everything = replies + [commandLine, config.output]
+        for run in 1...daemon.runs {
+            everything.append((try? String(contentsOfFile: daemon.directory + "/serve-\(run).log", encoding: .utf8)) ?? "")
+        }
+        XCTAssertGreaterThan(everything.joined().count, 1000, "too little output to prove anything")
+        for (index, text) in everything.enumerated() {
+            XCTAssertFalse(text.contains(secret), "the secret key appears in output #\(index)")
+        }
+    }
+
     /// 32 clients reading random ranges at once for a few seconds: no error,
     /// every byte right (the RAM budget is smaller than the model: evictions happen).
     func testThirtyTwoConcurrentClients() async throws {
