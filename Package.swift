@@ -12,6 +12,8 @@ let package = Package(
         // For Benchmarks/Micro (a package of its own).
         .library(name: "BlockCache", targets: ["BlockCache"]),
         .library(name: "Integrity", targets: ["Integrity"]),
+        // For Fuzz/ (libFuzzer over the frame decoder).
+        .library(name: "Wire", targets: ["Wire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
