@@ -414,7 +414,12 @@ public final class BlockCache: @unchecked Sendable {
             case .success: break
             }
         case .remote(let fetch):
-            do { try fetch(block, destination) } catch { return .failure(error) }
+            // A block corrupted on the way from the store is fetched again (a
+            // few times: one that is wrong in the store stays wrong).
+            for attempt in 1...Self.remoteAttempts {
+                do { try fetch(block, destination) } catch { return .failure(error) }
+                if xxh3_64(UnsafeRawBufferPointer(destination)) == blob.blockDigests[block] || attempt == Self.remoteAttempts { break }
+            }
         }
         let actual = xxh3_64(UnsafeRawBufferPointer(destination))
         guard actual == blob.blockDigests[block] else {
@@ -425,6 +430,8 @@ public final class BlockCache: @unchecked Sendable {
     }
 
     /// Bytes read: fewer than asked when the file ends early.
+    static let remoteAttempts = 4
+
     private static func readBlock(path: String, offset: Int, into target: UnsafeMutableRawBufferPointer) -> Result<Int, CacheError> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return .failure(.system(syscall: "open", path: path, errno: errno)) }

@@ -67,7 +67,8 @@ struct BlobPuller: Sendable {
         try evictor.makeRoom(
             for: file.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path)
         do {
-            return try await stage(file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
+            return try await stageRetryingCorruptParts(
+                file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
         } catch where error.isNoSpace {
             // The filesystem filled up under us (other writers, no fallocate):
             // evict as if our reservation did not exist yet, and try once more.
@@ -85,6 +86,30 @@ struct BlobPuller: Sendable {
             unlink(layout.partial(id))
             unlink(layout.blockMap(id))
             throw .noSpace(model: model, file: file.path, needed: file.size, detail: "\(second)")
+        }
+    }
+
+    /// Parts whose blocks fail their check as they land are fetched again:
+    /// bytes corrupted in transit (a flaky proxy, a bad NIC) cost a retry,
+    /// while an object that is wrong in the store fails the pull after
+    /// `corruptPartRetries` attempts, naming the block. Verified blocks are
+    /// kept across attempts (the block map), so only the bad parts are refetched.
+    static let corruptPartRetries = 5
+
+    private func stageRetryingCorruptParts(
+        _ file: Manifest.File, _ object: ObjectInfo, id: String, blockSize: Int, model: String,
+        from store: any ObjectStore, progress: ProgressHandler?
+    ) async throws(StagingError) -> Outcome {
+        var attempt = 0
+        while true {
+            do {
+                return try await stage(file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
+            } catch {
+                guard case .integrity(_, _, .some(let block), _, _) = error, attempt < Self.corruptPartRetries else { throw error }
+                attempt += 1
+                logger.warning(
+                    "\(model) \(file.path): block \(block) failed its check as it landed; fetching it again (\(attempt)/\(Self.corruptPartRetries))")
+            }
         }
     }
 
