@@ -20,3 +20,6 @@ echo "test: S3 server at $WEIGHTCACHE_TEST_S3_ENDPOINT" >&2
 
 swift build --build-tests
 swift test --skip-build "$@"
+
+# The fault-injecting S3 proxy's own tests (the Swift tests above use it).
+python3 -m pytest -q -p no:cacheprovider scripts/test_faultproxy.py

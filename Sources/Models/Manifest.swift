@@ -1,4 +1,5 @@
 import Foundation
+import Integrity
 
 /// What `push` publishes next to a model's files, and `pull` trusts only after
 /// `validate()`: for each file its path, object key, size, xxh3-128 and
@@ -56,6 +57,11 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var model: String
     public var revision: String
     public var blockSize: Int
+    /// xxh3-128 of every other field (`computedChecksum`): the manifest
+    /// verifies itself, so one corrupted on its way from the store is refused
+    /// (and fetched again) instead of trusted. Absent in manifests pushed
+    /// before it existed; those are accepted unchecked.
+    public var checksum: String?
     public var files: [File]
 
     public init(model: ModelReference, blockSize: Int = Manifest.defaultBlockSize, files: [File]) {
@@ -67,9 +73,23 @@ public struct Manifest: Codable, Sendable, Equatable {
     }
 
     public func encoded() -> [UInt8] {
+        var sealed = self
+        sealed.checksum = computedChecksum()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return Array(try! encoder.encode(self))
+        return Array(try! encoder.encode(sealed))
+    }
+
+    /// xxh3-128 over a canonical text of every field but `checksum`.
+    public func computedChecksum() -> String {
+        var text = "weightcache-manifest\n\(format)\n\(model)\n\(revision)\n\(blockSize)\n"
+        for file in files {
+            text += [
+                file.path, file.object, String(file.size), file.xxh3_128 ?? "-", file.encoding.rawValue,
+                (file.blocks ?? []).joined(separator: ","), (file.frames ?? []).map(String.init).joined(separator: ","),
+            ].joined(separator: "\t") + "\n"
+        }
+        return Digest128.of(Array(text.utf8)).description
     }
 
     /// Decodes and validates a manifest read for `reference`.
@@ -79,6 +99,11 @@ public struct Manifest: Codable, Sendable, Equatable {
             manifest = try JSONDecoder().decode(Manifest.self, from: Data(bytes))
         } catch {
             throw .invalidManifest(model: reference.description, file: nil, reason: "not a manifest: \(error)")
+        }
+        if let checksum = manifest.checksum, checksum != manifest.computedChecksum() {
+            throw .invalidManifest(
+                model: reference.description, file: nil,
+                reason: "checksum mismatch: its content hashes to \(manifest.computedChecksum()), it says \(checksum) (corrupted in transit, or edited by hand)")
         }
         try manifest.validate(for: reference)
         return manifest

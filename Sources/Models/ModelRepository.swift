@@ -33,11 +33,23 @@ public struct ModelRepository: Sendable {
         public var published: Bool
     }
 
+    static let manifestAttempts = 3
+
     public func resolve(_ reference: ModelReference) async throws(ModelError) -> Resolved {
         let manifestKey = prefix + reference.folder + Manifest.objectName
         do {
-            let bytes = try await store.get(manifestKey)
-            return Resolved(reference: reference, manifest: try Manifest.decode(bytes, for: reference), published: true)
+            // A manifest that does not decode or check out may have been
+            // corrupted on the way: fetched again a few times before refused.
+            var attempt = 0
+            while true {
+                let bytes = try await store.get(manifestKey)
+                do {
+                    return Resolved(reference: reference, manifest: try Manifest.decode(bytes, for: reference), published: true)
+                } catch {
+                    attempt += 1
+                    if attempt >= Self.manifestAttempts { throw error }
+                }
+            }
         } catch let error as ModelError {
             throw error
         } catch let error as ObjectStoreError {

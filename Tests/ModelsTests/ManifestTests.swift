@@ -49,7 +49,25 @@ final class ManifestTests: XCTestCase {
     func testValidManifestRoundTrips() throws {
         let original = manifest([file("model.safetensors"), file("sub/config.json", size: 10, blocks: 1)])
         XCTAssertNoThrow(try original.validate(for: model))
-        XCTAssertEqual(try Manifest.decode(original.encoded(), for: model), original)
+        var decoded = try Manifest.decode(original.encoded(), for: model)
+        XCTAssertEqual(decoded.checksum, original.computedChecksum(), "encoded() seals the manifest")
+        decoded.checksum = nil
+        XCTAssertEqual(decoded, original)
+    }
+
+    /// A manifest changed after it was sealed (a flipped digest that is still
+    /// valid hex, say) is refused; one without a checksum (older) is accepted.
+    func testChecksumCatchesCorruptionThatStillParses() throws {
+        let original = manifest([file("model.safetensors")])
+        let text = String(decoding: original.encoded(), as: UTF8.self)
+        let tampered = text.replacingOccurrences(of: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", with: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab")
+        XCTAssertNotEqual(text, tampered)
+        XCTAssertThrowsError(try Manifest.decode(Array(tampered.utf8), for: model)) { error in
+            guard case .invalidManifest(_, _, let reason) = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertTrue(reason.contains("checksum mismatch"), reason)
+        }
+        let unsealed = try JSONEncoder().encode(original)  // no checksum field at all
+        XCTAssertNoThrow(try Manifest.decode(Array(unsealed), for: model))
     }
 
     func testEscapingPathsAreRejected() {
