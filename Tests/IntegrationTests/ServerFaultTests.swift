@@ -2,7 +2,9 @@
 import Foundation
 import Integrity
 import Logging
+import Models
 import ObjectStore
+import Staging
 import XCTest
 
 final class ServerFaultTests: XCTestCase {
@@ -61,6 +63,62 @@ final class ServerFaultTests: XCTestCase {
             .download("big.bin", from: store, to: destination)
         XCTAssertEqual(result.object.size, 160 << 20)
         XCTAssertEqual(try Digest128.ofFile(atPath: destination), try Digest128.ofFile(atPath: source))
+    }
+}
+
+extension ServerFaultTests {
+    /// The server killed (-9) in the middle of a pull: the pull fails with a
+    /// typed store error, nothing reaches blobs/; restarted, the next pull
+    /// resumes from the blocks already verified instead of starting over.
+    func testServerKilledMidPullThenThePullResumes() async throws {
+        let server = S3Server()
+        defer {
+            server.stop()
+            server.removeState()
+        }
+        let info = try server.start()
+        let settings = info.settings(
+            retry: RetryPolicy(maxRetries: 2, baseDelayMilliseconds: 100, maxDelayMilliseconds: 400), lowSpeedTimeoutSeconds: 5)
+        let logger = Logger(label: "test")
+        let client = try S3Client(settings: settings, logger: logger)
+        let bucket = uniqueBucketName("pullkill")
+        try await client.createBucket(bucket)
+        let repository = ModelRepository(store: client.bucket(bucket), prefix: "models")
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try runProcess("/usr/bin/env", [
+            "python3", repositoryRoot + "/scripts/make-test-model.py", directory + "/model", "--big-mib", "128", "--shards", "1",
+        ])
+        let reference = try ModelReference(parsing: "kill/model@main")
+        _ = try await repository.push(directory: directory + "/model", as: reference)
+        let resolved = try await repository.resolve(reference)
+        let staging = Staging(
+            directory: directory + "/staging", downloader: ParallelDownloader(partSize: 4 << 20, concurrency: 4), logger: logger)
+
+        let killed = KillSwitch(threshold: 32 << 20) { server.kill9() }
+        do {
+            _ = try await staging.pull(resolved, from: repository, progress: killed.add)
+            XCTFail("the pull finished although the server died")
+        } catch {
+            guard case .store = error else { return XCTFail("expected a store error, got \(error)") }
+        }
+        XCTAssertTrue(killed.fired)
+        let blobs = (try? FileManager.default.contentsOfDirectory(atPath: directory + "/staging/blobs")) ?? []
+        let shard = try XCTUnwrap(resolved.manifest.files.first { $0.path.hasSuffix(".safetensors") })
+        XCTAssertFalse(blobs.contains(shard.xxh3_128!), "a half-pulled file reached blobs/")
+
+        _ = try server.start()
+        let deadline = ContinuousClock.now + .seconds(60)
+        while (try? await repository.store.get(repository.key(of: shard, in: reference), range: 0..<1)) == nil {
+            if ContinuousClock.now > deadline { return XCTFail("the restarted server never served the object") }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        let report = try await staging.pull(resolved, from: repository)
+        XCTAssertGreaterThan(report.resumed, 0, "the second pull started over")
+        XCTAssertLessThan(report.downloaded, shard.size, "the second pull downloaded the whole file again")
+        let snapshot = try staging.path(of: reference)
+        XCTAssertEqual(
+            try Digest128.ofFile(atPath: snapshot + "/" + shard.path), try Digest128.ofFile(atPath: directory + "/model/" + shard.path))
     }
 }
 
