@@ -96,6 +96,9 @@ let package = Package(
         .executableTarget(name: "trace-replay", dependencies: ["BlockCache"], path: "Benchmarks/TraceReplay"),
         // Benchmarks/SocketBench: the socket API vs pread and mmap (Benchmarks/socket-api.sh).
         .executableTarget(name: "socket-bench", dependencies: ["WeightCacheClient"], path: "Benchmarks/SocketBench"),
+        // Benchmarks/HostileBench: a good client's latency while others attack (Benchmarks/hostile-clients.sh).
+        .executableTarget(
+            name: "hostile-bench", dependencies: ["UnixSocket", "WeightCacheClient", "Wire"], path: "Benchmarks/HostileBench"),
 
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
