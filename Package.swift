@@ -95,7 +95,7 @@ let package = Package(
         // Benchmarks/TraceReplay: eviction policies and prefetch on synthetic traces.
         .executableTarget(name: "trace-replay", dependencies: ["BlockCache"], path: "Benchmarks/TraceReplay"),
         // Benchmarks/SocketBench: the socket API vs pread and mmap (Benchmarks/socket-api.sh).
-        .executableTarget(name: "socket-bench", dependencies: ["WeightCacheClient"], path: "Benchmarks/SocketBench"),
+        .executableTarget(name: "socket-bench", dependencies: ["UnixSocket", "WeightCacheClient"], path: "Benchmarks/SocketBench"),
         // Benchmarks/HostileBench: a good client's latency while others attack (Benchmarks/hostile-clients.sh).
         .executableTarget(
             name: "hostile-bench", dependencies: ["UnixSocket", "WeightCacheClient", "Wire"], path: "Benchmarks/HostileBench"),

@@ -8,6 +8,7 @@
 //   latency:    4 KiB random reads over the socket with 1 and 8 clients:
 //               p50 and p99.
 import Foundation
+import UnixSocket
 import WeightCacheClient
 
 #if canImport(Glibc)
@@ -195,18 +196,7 @@ final class EchoServer: @unchecked Sendable {
     init(path: String) throws {
         self.path = path
         unlink(path)
-        listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(path.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        listen(listener, 64)
+        listener = try UnixSocket.listen(path: path, mode: 0o600, group: nil, backlog: 64).descriptor
         Thread { [self] in
             while running {
                 let fd = accept(listener, nil, nil)
@@ -228,21 +218,8 @@ final class EchoServer: @unchecked Sendable {
         let request: () throws -> Void
 
         init(path: String) throws {
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                let bytes = Array(path.utf8)
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
-            }
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard connected == 0 else {
-                close(fd)
-                throw EchoError.connect
-            }
+            // The same socket calls the daemon's own clients use (UnixSocket).
+            let fd = try UnixSocket.connect(path: path).descriptor
             let message = [UInt8](repeating: 1, count: 64)
             var reply = [UInt8](repeating: 0, count: 4096 + 12)
             request = {
