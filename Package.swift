@@ -94,6 +94,8 @@ let package = Package(
 
         // Benchmarks/TraceReplay: eviction policies and prefetch on synthetic traces.
         .executableTarget(name: "trace-replay", dependencies: ["BlockCache"], path: "Benchmarks/TraceReplay"),
+        // Benchmarks/BlockSize: the RAM tier's block size, sequential throughput vs miss cost.
+        .executableTarget(name: "block-size", dependencies: ["BlockCache", "Integrity"], path: "Benchmarks/BlockSize"),
         // Benchmarks/SocketBench: the socket API vs pread and mmap (Benchmarks/socket-api.sh).
         .executableTarget(name: "socket-bench", dependencies: ["UnixSocket", "WeightCacheClient"], path: "Benchmarks/SocketBench"),
         // Benchmarks/HostileBench: a good client's latency while others attack (Benchmarks/hostile-clients.sh).

@@ -8,7 +8,8 @@
 # with the original; then `stats`, `ls`, and SIGTERM. Also pulls with the CLI,
 # loads from `weightcache path`, and fetches one shard as a plain object
 # checked by xxh3-128. Stops what it started.
-# DEMO_SIZE_MIB sets the size of the big shard (default 1024).
+# DEMO_SIZE_MIB sets the size of the big shard (default 1024); DEMO_CONFIGURATION
+# debug or release (default) the build it uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -23,9 +24,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building weightcache (release)"
-swift build -c release --product weightcache >/dev/null
-wc=$(swift build -c release --show-bin-path)/weightcache
+# DEMO_CONFIGURATION=debug reuses the test build (CI runs the demo after the tests).
+configuration=${DEMO_CONFIGURATION:-release}
+echo "== building weightcache ($configuration)"
+swift build -c "$configuration" --product weightcache >/dev/null
+wc=$(swift build -c "$configuration" --show-bin-path)/weightcache
 
 echo "== starting the S3 server"
 server_env=$(bash scripts/s3-server.sh start "$work/s3")

