@@ -17,6 +17,7 @@ final class DaemonMetrics: @unchecked Sendable {
         ("weightcache_ram_integrity_failures_total", "Blocks that failed their xxh3-64 check on the way into RAM.", { Int64($0.ram.integrityFailures) }),
         ("weightcache_ram_bytes_from_nvme_total", "Bytes loaded into RAM from staged files.", { Int64($0.ram.bytesFromNVMe) }),
         ("weightcache_ram_bytes_from_store_total", "Bytes loaded into RAM straight from the store (read-through).", { Int64($0.ram.bytesFromStore) }),
+        ("weightcache_nvme_evictions_total", "Blobs evicted from staging (to make room, or by evict).", { Int64($0.nvme.evictions) }),
         ("weightcache_nvme_bytes_pulled_total", "Bytes the daemon's pulls fetched from the store (rate: pull throughput).", { Int64($0.nvme.bytesFromStore) }),
         ("weightcache_read_bytes_total", "Bytes returned by read requests.", { Int64($0.requests.readBytes) }),
         ("weightcache_requests_denied_total", "Requests refused by access control.", { Int64($0.requests.denied) }),

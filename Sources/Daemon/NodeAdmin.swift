@@ -146,7 +146,8 @@ extension Node {
             nvme: .init(
                 directory: staging.layout.root, budgetBytes: staging.budget.budgetBytes,
                 usedBytes: usage.blobBytes + usage.partialBytes, blobs: usage.blobs, pulling: activePulls,
-                lockedBytes: pageLocks.total, lockBytes: pageLocks.limit, bytesFromStore: counted.bytesPulled),
+                lockedBytes: pageLocks.total, lockBytes: pageLocks.limit, bytesFromStore: counted.bytesPulled,
+                evictions: staging.evictedBlobs),
             models: models,
             connections: connections, requests: requests)
         return report
@@ -179,6 +180,8 @@ struct StatsReport: Codable {
         var lockBytes: UInt64
         /// Bytes the node's pulls fetched from the store.
         var bytesFromStore: UInt64
+        /// Blobs evicted from staging since start.
+        var evictions: Int
     }
     struct Model: Codable {
         var model: String

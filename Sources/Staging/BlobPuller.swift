@@ -27,6 +27,7 @@ struct BlobPuller: Sendable {
     let downloader: ParallelDownloader
     let budget: StagingBudget
     let logger: Logger
+    var evictions: EvictionCounter? = nil
 
     struct Outcome: Sendable, Equatable {
         var digest: String
@@ -63,7 +64,7 @@ struct BlobPuller: Sendable {
             return Outcome(digest: digest, downloaded: 0, resumed: 0, alreadyStaged: true)
         }
 
-        let evictor = Evictor(layout: layout, budget: budget, logger: logger)
+        let evictor = Evictor(layout: layout, budget: budget, logger: logger, counter: evictions)
         try evictor.makeRoom(
             for: file.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path)
         do {

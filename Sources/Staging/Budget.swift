@@ -7,6 +7,7 @@
 // valid until closed (POSIX), so eviction never pulls bytes from under a reader.
 import Foundation
 import Logging
+import Synchronization
 import Models
 
 #if canImport(Glibc)
@@ -28,10 +29,19 @@ public struct StagingBudget: Sendable, Equatable {
     }
 }
 
+/// Blobs evicted by this process's pulls and `evict` calls (for stats).
+public final class EvictionCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    public init() {}
+    public var value: Int { count.load(ordering: .relaxed) }
+    func add(_ n: Int) { count.add(n, ordering: .relaxed) }
+}
+
 struct Evictor: Sendable {
     let layout: StagingLayout
     let budget: StagingBudget
     let logger: Logger
+    var counter: EvictionCounter? = nil
 
     struct Blob {
         var name: String
@@ -74,6 +84,7 @@ struct Evictor: Sendable {
             used -= victim.size
             free = freeBytes()
             evicted.append(victim.name)
+            counter?.add(1)
             logger.notice(
                 "evicted blob \(victim.name) (\(victim.size) bytes) to make room for \(model) \(file)")
         }

@@ -66,6 +66,9 @@ extension Staging {
         return found.sorted { $0.description < $1.description }
     }
 
+    /// Blobs this process evicted from staging (to make room, or asked to).
+    public var evictedBlobs: Int { puller.evictions?.value ?? 0 }
+
     /// The limits this staging directory keeps to.
     public var budget: StagingBudget { puller.budget }
 
@@ -111,6 +114,7 @@ extension Staging {
         if !refIDs(of: reference.name).contains(snapshotID) {
             try? FileManager.default.removeItem(atPath: layout.snapshots(reference.name) + "/" + snapshotID)
         }
+        puller.evictions?.add(removed.count)
         puller.logger.notice("evicted \(reference) from staging: \(removed.count) blob(s) removed")
         return removed
     }

@@ -17,7 +17,7 @@ public struct Staging: Sendable {
         directory: String, downloader: ParallelDownloader, budget: StagingBudget = .unlimited, logger: Logger
     ) {
         layout = StagingLayout(root: directory)
-        puller = BlobPuller(layout: layout, downloader: downloader, budget: budget, logger: logger)
+        puller = BlobPuller(layout: layout, downloader: downloader, budget: budget, logger: logger, evictions: EvictionCounter())
         snapshots = SnapshotWriter(layout: layout)
     }
 
@@ -46,7 +46,8 @@ public struct Staging: Sendable {
         var downloader = puller.downloader
         downloader.partSize = max(UInt64(blockSize), downloader.partSize / UInt64(blockSize) * UInt64(blockSize))
         let puller = BlobPuller(
-            layout: layout, downloader: downloader, budget: self.puller.budget, logger: self.puller.logger)
+            layout: layout, downloader: downloader, budget: self.puller.budget, logger: self.puller.logger,
+            evictions: self.puller.evictions)
         for file in model.manifest.files {
             let outcome = try await puller.pull(
                 file, blockSize: blockSize, model: model.reference.description,

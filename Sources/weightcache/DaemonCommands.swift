@@ -130,7 +130,7 @@ struct Stats: AsyncParsableCommand {
             ["ram", formatBytes(number(ram, "budgetBytes")), formatBytes(number(ram, "usedBytes")), ratio(hits, hits + misses),
              formatBytes(fromNVMe + fromStore), formatBytes(number(requests, "readBytes")), String(number(ram, "evictions"))],
             ["nvme", formatBytes(number(nvme, "budgetBytes")), formatBytes(number(nvme, "usedBytes")), ratio(fromNVMe, fromNVMe + fromStore),
-             formatBytes(number(nvme, "bytesFromStore")), formatBytes(fromNVMe), "-"],
+             formatBytes(number(nvme, "bytesFromStore")), formatBytes(fromNVMe), String(number(nvme, "evictions"))],
         ]
         lines += table(header, rows)
         lines.append("(ram hit ratio: reads served from RAM; nvme: RAM misses served from NVMe rather than the store)")

@@ -477,7 +477,7 @@ final class DaemonTests: XCTestCase {
             "bytesFromNVMe", "bytesFromStore",
         ])
         XCTAssertEqual(Set((stats["nvme"] as! [String: Any]).keys), [
-            "directory", "budgetBytes", "usedBytes", "blobs", "pulling", "lockedBytes", "lockBytes", "bytesFromStore",
+            "directory", "budgetBytes", "usedBytes", "blobs", "pulling", "lockedBytes", "lockBytes", "bytesFromStore", "evictions",
         ])
         let model = try XCTUnwrap((stats["models"] as? [[String: Any]])?.first)
         XCTAssertTrue(Set(model.keys).isSuperset(of: ["model", "files", "bytes", "nvmeBytes", "ramBytes", "pinned"]))

@@ -98,6 +98,9 @@ final class DiskFaultTests: XCTestCase {
         let blobs = try FileManager.default.contentsOfDirectory(atPath: root + "/staging/blobs")
         for name in blobs { XCTAssertEqual(try Digest128.ofFile(atPath: root + "/staging/blobs/" + name).description, name) }
         XCTAssertEqual(try client.resolve("small@main").files.map(\.nvme), info.files.map { _ in .staged }, "the pinned model was evicted")
+        // The unpinned model went to make room, and stats counted it.
+        let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as! [String: Any]
+        XCTAssertGreaterThanOrEqual((stats["nvme"] as! [String: Any])["evictions"] as? Int ?? 0, 1, "\(stats)")
         XCTAssertEqual(daemon.stop(), 0)
     }
 }
