@@ -30,8 +30,7 @@ final class Connection: @unchecked Sendable {
     /// contend on a shared one per request; the server sums them for stats.
     private let countsLock = NSLock()
     private var counts = RequestCounts()
-    /// The thread running `run()`, and its reply buffer for small reads.
-    private var readingThread: Thread?
+    /// The reading thread's reply buffer for small reads.
     private let smallReplyBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Frame.headerSize + Connection.copyLimit, alignment: 64)
 
     init(id: Int, socket: UnixSocket, server: Server) {
@@ -54,7 +53,6 @@ final class Connection: @unchecked Sendable {
     deinit { smallReplyBuffer.deallocate() }
 
     func run() {
-        readingThread = Thread.current
         defer { finish() }
         let peer: PeerCredentials
         do { peer = try socket.peerCredentials() } catch {
@@ -143,17 +141,18 @@ final class Connection: @unchecked Sendable {
         }
         count { $0.inFlight += 1 }
         if case .preload = request {
-            server.workers.async { self.perform(request, id: frame.request) }
+            server.workers.async { self.perform(request, id: frame.request, inline: false) }
         } else if more {
-            server.workers.async { self.perform(request, id: frame.request) }
+            server.workers.async { self.perform(request, id: frame.request, inline: false) }
         } else {
-            perform(request, id: frame.request)
+            perform(request, id: frame.request, inline: true)
         }
         return true
     }
 
     /// Runs a request and writes its reply (or error).
-    private func perform(_ request: Request, id: UInt32) {
+    /// `inline`: on the reading thread, which may use its own buffers and caches.
+    private func perform(_ request: Request, id: UInt32, inline: Bool) {
         defer {
             state.withLock {
                 inFlight -= 1
@@ -170,7 +169,7 @@ final class Connection: @unchecked Sendable {
                 let resolved = try node.resolve(try Node.reference(model))
                 send(.file(node.info(try node.file(path, of: resolved))), request: id)
             case .list: send(.models(node.summaries()), request: id)
-            case .read(let model, let path, let offset, let length): try read(model, path, offset, length, id: id)
+            case .read(let model, let path, let offset, let length): try read(model, path, offset, length, id: id, inline: inline)
             case .open(let model, let path):
                 let opened = try node.open(model: model, path: path)
                 defer { close(opened.descriptor) }
@@ -205,18 +204,17 @@ final class Connection: @unchecked Sendable {
     /// a later block fails after the reply has started, the frame cannot be
     /// finished and the connection is closed (a client treats that as the
     /// end of its requests); a failure before the first byte is an error reply.
-    private func read(_ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32) throws(DaemonError) {
+    private func read(_ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32, inline: Bool) throws(DaemonError) {
         guard Int(length) <= server.limits.maxReadLength else {
             throw .invalidArgument("read length \(length) is over the limit of \(server.limits.maxReadLength) bytes")
         }
         let node = server.node
-        let plan = try target(model, path).plan(offset: offset, length: UInt64(length), path: path)
+        let plan = try target(model, path, inline: inline).plan(offset: offset, length: UInt64(length), path: path)
         let count = plan.range.count
         let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: count)
         if count <= Self.copyLimit {
             let frameSize = Frame.headerSize + count
             // The reading thread reuses one buffer; workers (pipelined reads) allocate.
-            let inline = Thread.current === readingThread
             let scratch = inline ? smallReplyBuffer : UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 64)
             defer { if !inline { scratch.deallocate() } }
             scratch.copyBytes(from: header)
@@ -271,9 +269,9 @@ final class Connection: @unchecked Sendable {
     /// the node changes anything or a second passes (resolutions refresh).
     private var lastTarget: (model: String, path: String, generation: Int, at: ContinuousClock.Instant, target: ReadTarget)?
 
-    private func target(_ model: String, _ path: String) throws(DaemonError) -> ReadTarget {
+    private func target(_ model: String, _ path: String, inline: Bool) throws(DaemonError) -> ReadTarget {
         let node = server.node
-        guard Thread.current === readingThread else { return try node.target(model: model, path: path) }
+        guard inline else { return try node.target(model: model, path: path) }
         let generation = node.generation.load(ordering: .acquiring)
         if let last = lastTarget, last.generation == generation, last.model == model, last.path == path,
             ContinuousClock.now - last.at < .seconds(1)

@@ -34,9 +34,14 @@ final class PullJob: @unchecked Sendable {
 }
 
 /// The models whose pulls are under way, in a small JSON file in staging.
-struct PendingPulls: Sendable {
+/// One per node (the file's only writer in the process).
+final class PendingPulls: @unchecked Sendable {
     let path: String
-    private static let lock = NSLock()  // one writer of the file per process
+    private let lock = NSLock()
+
+    init(path: String) {
+        self.path = path
+    }
 
     func list() -> [ModelReference] {
         guard let data = FileManager.default.contents(atPath: path),
@@ -49,7 +54,7 @@ struct PendingPulls: Sendable {
     func remove(_ reference: ModelReference) { update { $0.remove(reference.description) } }
 
     private func update(_ change: (inout Set<String>) -> Void) {
-        Self.lock.withLock {
+        lock.withLock {
             var names = Set(list().map(\.description))
             change(&names)
             let data = (try? JSONEncoder().encode(names.sorted())) ?? Data("[]".utf8)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BlockCache
 import Compression
 import Config
 import Foundation
@@ -128,12 +129,14 @@ struct Inspect: AsyncParsableCommand {
         throw CommandError("\(key): the safetensors header runs past the end of the file")
     }
 
+    /// The header length of a safetensors file (`SafetensorsIndex`'s reading
+    /// of the first 8 bytes), which must fit in the file.
     static func headerLength(_ first: [UInt8], size: UInt64, key: String) throws -> UInt64 {
-        guard first.count == 8 else { throw CommandError("\(key): shorter than a safetensors header") }
-        let length = first.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        guard length >= 2, length <= 100 << 20, 8 + length <= size else {
-            throw CommandError("\(key): not a safetensors file (header length \(length))")
+        let length: UInt64
+        do { length = UInt64(try SafetensorsIndex.headerLength(first)) } catch {
+            throw CommandError("\(key): not a safetensors file (\(error))")
         }
+        guard 8 + length <= size else { throw CommandError("\(key): not a safetensors file (header runs past the end)") }
         return length
     }
 
