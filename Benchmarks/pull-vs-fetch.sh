@@ -2,10 +2,13 @@
 # pull-vs-fetch: what verification and staging cost. In one run, on the same
 # 2 GiB model file on a local SeaweedFS, times
 #   - `weightcache fetch` of the file's object (parallel ranged GETs, no checks),
-#   - `weightcache fetch --sync`, the same made durable (fsync before rename), and
+#   - `weightcache fetch --sync`, the same made durable (fsync before rename),
 #   - `weightcache pull` of the model into an empty staging directory (the same
-#     GETs, plus per-block xxh3-64 checks as parts land, an fsync, a whole-file
-#     xxh3-128 check, the rename into blobs/ and the snapshot),
+#     GETs, plus per-block xxh3-64 checks of the bytes as they are written, the
+#     rename into blobs/ with its unsynced marker, and the snapshot:
+#     staging.durability=deferred, the default), and
+#   - `weightcache pull --sync`, the same with an fsync before the rename
+#     (staging.durability=immediate): compare it with fetch --sync,
 # interleaved, RUNS times each after one untimed warm-up round, and prints the
 # medians and their ratio. Target: pull within 10% of fetch.
 #
@@ -47,8 +50,12 @@ run_tool() {
     pull)
       # shellcheck disable=SC2086
       WEIGHTCACHE_STAGING_DIRECTORY=$work/staging timed "$bin" pull $wc_args bench/model@main ;;
+    pull-sync)
+      # staging.durability=immediate for this pull: fsync before publishing.
+      # shellcheck disable=SC2086
+      WEIGHTCACHE_STAGING_DIRECTORY=$work/staging timed "$bin" pull --sync $wc_args bench/model@main ;;
   esac
 }
 
-run_interleaved fetch fetch-sync pull
-print_table "pull-vs-fetch" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run" fetch fetch-sync pull
+run_interleaved fetch fetch-sync pull pull-sync
+print_table "pull-vs-fetch" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run" fetch fetch-sync pull pull-sync

@@ -25,6 +25,11 @@ public struct Configuration: Sendable, Equatable {
         public var budgetBytes: UInt64 = 200 << 30
         /// Free space always left on the staging filesystem.
         public var minFreeBytes: UInt64 = 10 << 30
+        /// When a pulled blob's bytes must be on disk: "immediate" (fsync
+        /// before it is published) or "deferred" (published once verified in
+        /// the page cache, fsynced in the background; a blob not yet synced
+        /// when the machine went down is re-verified before it is served).
+        public var durability = "deferred"
     }
 
     public struct RAMCache: Sendable, Equatable {

@@ -39,7 +39,8 @@ extension Configuration {
               "staging": {
                 "directory": \(quote(staging.directory)),
                 "budgetBytes": "\(ByteSize.format(staging.budgetBytes))",
-                "minFreeBytes": "\(ByteSize.format(staging.minFreeBytes))"
+                "minFreeBytes": "\(ByteSize.format(staging.minFreeBytes))",
+                "durability": \(quote(staging.durability))
               },
               "ramCache": {
                 "budgetBytes": "\(ByteSize.format(ramCache.budgetBytes))",

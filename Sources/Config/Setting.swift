@@ -216,6 +216,9 @@ extension Setting {
         .string("staging.directory", \.staging.directory),
         .bytes("staging.budgetBytes", \.staging.budgetBytes, min: 1 << 20),
         .bytes("staging.minFreeBytes", \.staging.minFreeBytes),
+        .string("staging.durability", \.staging.durability) {
+            ["deferred", "immediate"].contains($0) ? nil : "expected one of: deferred, immediate"
+        },
         .bytes("ramCache.budgetBytes", \.ramCache.budgetBytes, min: 1 << 20),
         .bytes("ramCache.blockSize", \.ramCache.blockSize, min: 64 << 10, max: 64 << 20, powerOfTwo: true),
         .string("ramCache.policy", \.ramCache.policy) { ["lru", "s3-fifo"].contains($0) ? nil : "expected one of: lru, s3-fifo" },

@@ -24,6 +24,7 @@ public struct DaemonService: Service {
             Thread {
                 server.drain()
                 node.saveWarmSet()
+                node.settleStaging()
                 done.resume()
             }.start()
         }

@@ -44,20 +44,37 @@ extension Node {
         }
     }
 
-    /// Loads the saved warm set back into RAM on a thread of its own, then
-    /// saves the warm set every `interval` until the daemon drains.
-    public func restoreWarmSetAndKeepSaving(every interval: Duration = .seconds(60)) {
+    /// Loads the saved warm set back into RAM on a thread of its own, then,
+    /// until the daemon drains, saves the warm set every `interval` and
+    /// settles blobs pulled unsynced every `settleInterval` (see `Durability`:
+    /// the kernel has usually written them back by then, so the fsync is cheap).
+    public func restoreWarmSetAndKeepSaving(every interval: Duration = .seconds(60), settleInterval: Duration = .seconds(15)) {
         Thread { [self] in
             restoreWarmSet()
+            var sinceSave: Duration = .zero
+            var sinceSettle: Duration = .zero
             while !lock.withLock({ draining }) {
-                var waited: Duration = .zero
-                while waited < interval && !lock.withLock({ draining }) {
-                    Thread.sleep(forTimeInterval: 0.5)
-                    waited += .milliseconds(500)
+                Thread.sleep(forTimeInterval: 0.5)
+                sinceSave += .milliseconds(500)
+                sinceSettle += .milliseconds(500)
+                if lock.withLock({ draining }) { break }
+                if sinceSettle >= settleInterval {
+                    settleStaging()
+                    sinceSettle = .zero
                 }
-                if !lock.withLock({ draining }) { saveWarmSet() }
+                if sinceSave >= interval {
+                    saveWarmSet()
+                    sinceSave = .zero
+                }
             }
         }.start()
+    }
+
+    /// fsyncs blobs pulled under `deferred` durability and clears their markers.
+    public func settleStaging() {
+        do { try staging.settle(logger: logger) } catch {
+            logger.warning("could not settle staged blobs: \(error)")
+        }
     }
 
     private func restoreWarmSet() {

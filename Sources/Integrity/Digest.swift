@@ -74,3 +74,24 @@ public struct Hasher128: ~Copyable {
         return Digest128(high: h.high64, low: h.low64)
     }
 }
+
+/// A streaming xxh3-64 (the per-block check) over data fed in order, for
+/// hashing a block as its bytes arrive. Not thread-safe: one owner at a time.
+public final class Hasher64: @unchecked Sendable {
+    private let state: OpaquePointer
+
+    public init() {
+        state = XXH3_createState()!
+        XXH3_64bits_reset(state)
+    }
+
+    deinit { XXH3_freeState(state) }
+
+    public func reset() { XXH3_64bits_reset(state) }
+
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        _ = XXH3_64bits_update_dispatch(state, bytes.baseAddress, bytes.count)
+    }
+
+    public func finalize() -> UInt64 { XXH3_64bits_digest(state) }
+}

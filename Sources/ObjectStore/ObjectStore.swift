@@ -36,11 +36,23 @@ public struct OutputFile: Sendable {
     public var descriptor: Int32
     /// For error messages only.
     public var path: String
+    /// Sees the bytes as they are written (see `WriteObserver`).
+    public var observer: (any WriteObserver)?
 
-    public init(descriptor: Int32, path: String) {
+    public init(descriptor: Int32, path: String, observer: (any WriteObserver)? = nil) {
         self.descriptor = descriptor
         self.path = path
+        self.observer = observer
     }
+}
+
+/// Sees every byte a download writes into an `OutputFile`, right after it was
+/// written, with its offset in the file: lets the caller hash what lands while
+/// it is still in the CPU cache instead of reading it back from the file. One
+/// `download` call writes its range front to back; a retry of it starts again
+/// at the range's first byte. Called on the store's I/O thread: keep it cheap.
+public protocol WriteObserver: Sendable {
+    func wrote(_ bytes: UnsafeRawBufferPointer, at offset: UInt64)
 }
 
 /// Called with the number of bytes that landed since the last call; negative

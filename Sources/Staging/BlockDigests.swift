@@ -45,6 +45,12 @@ public struct BlockDigestFile: Sendable, Equatable {
         }
     }
 
+    /// True when there is one digest per block of a file of `size` bytes.
+    func fits(size: UInt64?) -> Bool {
+        guard let size else { return false }
+        return UInt64(digests.count) == (size + UInt64(blockSize) - 1) / UInt64(blockSize)
+    }
+
     static func read(from path: String) -> BlockDigestFile? {
         guard let data = FileManager.default.contents(atPath: path), data.count >= 8, data.count % 8 == 0 else { return nil }
         let values = data.withUnsafeBytes { raw in
@@ -81,6 +87,7 @@ extension Staging {
         }
         guard rename(layout.blob(digest), moved) == 0 else { throw .localIO(syscall: "rename", path: moved, errno: errno) }
         unlink(layout.blockDigests(digest))
+        UnsyncedMarkers(layout: layout).clear(digest)
         logger.warning("quarantined blob \(digest): \(reason); moved to \(moved)")
         return moved
     }

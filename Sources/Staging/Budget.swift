@@ -81,6 +81,7 @@ struct Evictor: Sendable {
             defer { withExtendedLifetime(lock) {} }
             guard unlink(layout.blob(victim.name)) == 0 else { continue }
             unlink(layout.blockDigests(victim.name))
+            UnsyncedMarkers(layout: layout).clear(victim.name)
             used -= victim.size
             free = freeBytes()
             evicted.append(victim.name)

@@ -107,6 +107,7 @@ extension Staging {
             defer { withExtendedLifetime(lock) {} }
             if unlink(layout.blob(file.digest)) == 0 {
                 unlink(layout.blockDigests(file.digest))
+                UnsyncedMarkers(layout: layout).clear(file.digest)
                 removed.append(file.digest)
             }
         }

@@ -14,10 +14,13 @@ public struct Staging: Sendable {
     /// The downloader's part size is rounded to whole blocks of each model's
     /// block size at pull time.
     public init(
-        directory: String, downloader: ParallelDownloader, budget: StagingBudget = .unlimited, logger: Logger
+        directory: String, downloader: ParallelDownloader, budget: StagingBudget = .unlimited,
+        durability: Durability = .deferred, logger: Logger
     ) {
         layout = StagingLayout(root: directory)
-        puller = BlobPuller(layout: layout, downloader: downloader, budget: budget, logger: logger, evictions: EvictionCounter())
+        puller = BlobPuller(
+            layout: layout, downloader: downloader, budget: budget, logger: logger, evictions: EvictionCounter(),
+            durability: durability)
         snapshots = SnapshotWriter(layout: layout)
     }
 
@@ -47,7 +50,7 @@ public struct Staging: Sendable {
         downloader.partSize = max(UInt64(blockSize), downloader.partSize / UInt64(blockSize) * UInt64(blockSize))
         let puller = BlobPuller(
             layout: layout, downloader: downloader, budget: self.puller.budget, logger: self.puller.logger,
-            evictions: self.puller.evictions)
+            evictions: self.puller.evictions, durability: self.puller.durability)
         for file in model.manifest.files {
             let outcome = try await puller.pull(
                 file, blockSize: blockSize, model: model.reference.description,
@@ -61,6 +64,9 @@ public struct Staging: Sendable {
         report.snapshot = try snapshots.write(model.reference, files: linked)
         return report
     }
+
+    /// How this staging directory publishes blobs (see `Durability`).
+    public var durability: Durability { puller.durability }
 
     /// The snapshot folder of a pulled model; `notStaged` if it was not pulled here.
     public func path(of reference: ModelReference) throws(StagingError) -> String {

@@ -22,6 +22,7 @@ extension Wiring {
                 partSize: config.transfer.partSize, concurrency: config.transfer.concurrency,
                 maxBytesPerSecond: config.transfer.maxBytesPerSecond),
             budget: StagingBudget(budgetBytes: config.staging.budgetBytes, minFreeBytes: config.staging.minFreeBytes),
+            durability: Durability(rawValue: config.staging.durability) ?? .deferred,
             logger: logger)
     }
 }
@@ -82,9 +83,13 @@ struct Pull: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "NAME[@REVISION]") var model: String
+    @Flag(help: "fsync every file before it is published, so the pull survives a power cut once it returns (staging.durability=immediate for this pull).")
+    var sync = false
 
     func run() async throws {
-        let wiring = Wiring(config: try global.load(), logger: try global.logger("weightcache.pull"))
+        var config = try global.load()
+        if sync { config.staging.durability = Durability.immediate.rawValue }
+        let wiring = Wiring(config: config, logger: try global.logger("weightcache.pull"))
         let reference = try ModelReference(parsing: model)
         let repository = try wiring.repository()
         let resolved = try await repository.resolve(reference)

@@ -34,12 +34,14 @@ struct Serve: AsyncParsableCommand {
             throw CommandError("another weightcache daemon is using \(config.staging.directory) (staging/daemon.lock is held); stop it first")
         }
         defer { withExtendedLifetime(claim) {} }
-        // Start-up check: crash leftovers removed, partials kept for resume,
-        // blobs whose content does not match their name quarantined.
+        // Start-up check (quick: a full re-hash is `weightcache verify`):
+        // crash leftovers removed, partials kept for resume, blobs published
+        // unsynced before a reboot or without fitting digests hashed, and
+        // those that do not match their name quarantined.
         try staging.layout.prepare()
-        let check = try staging.check(logger: logger)
+        let check = try staging.check(logger: logger, scope: .quick)
         logger.info(
-            "staging \(config.staging.directory): \(check.blobsVerified) blob(s) verified, \(check.quarantined.count) quarantined, \(check.removed.count) leftover(s) removed, \(check.resumable) partial(s) to resume")
+            "staging \(config.staging.directory): \(check.blobsVerified) blob(s) hashed, \(check.blobsTrusted) trusted by their digests, \(check.settled.synced) synced, \(check.quarantined.count) quarantined, \(check.removed.count) leftover(s) removed, \(check.resumable) partial(s) to resume")
         guard let policy = PolicyKind(rawValue: config.ramCache.policy) else {
             throw CommandError("ramCache.policy: unknown policy \(config.ramCache.policy)")
         }

@@ -238,7 +238,8 @@ final class StagingTests: XCTestCase {
         _ = try await staging.pull(try await repository.resolve(reference), from: repository)
         let quarantined = QuarantineLog()
         let logger = self.logger
-        let cache = try BlockCache(budgetBytes: 8 << 20, blockSize: manifest.blockSize, policy: .s3fifo) { blob, block in
+        // No read-ahead: a background prefetch could load the block before it is damaged.
+        let cache = try BlockCache(budgetBytes: 8 << 20, blockSize: manifest.blockSize, policy: .s3fifo, readAheadBlocks: 0) { blob, block in
             quarantined.add(try? staging.quarantine(blob: blob, reason: "block \(block) failed its check", logger: logger))
         }
         func source(_ file: Manifest.File) throws -> BlobSource {
@@ -256,6 +257,7 @@ final class StagingTests: XCTestCase {
         let shard = try XCTUnwrap(manifest.files.first { $0.path.hasSuffix(".safetensors") })
         let blob = try source(shard)
         guard case .file(let blobPath) = blob.origin else { return XCTFail("a staged blob's origin is its file") }
+        cache.drop(blob: blob.digest)  // the damaged block must come from NVMe
         chmod(blobPath, 0o644)
         let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: blobPath))
         try handle.seek(toOffset: UInt64(4 * manifest.blockSize + 99))

@@ -182,6 +182,7 @@ public struct FileStore: ObjectStore {
                 if n < 0 { failure = errno; return }
                 done += n
             }
+            output.observer?.wrote(buffer, at: offset)
         }
         if failure != 0 { throw .localIO(syscall: "pwrite", path: output.path, errno: failure) }
     }

@@ -143,6 +143,7 @@ final class Transfer: @unchecked Sendable {
                 }
                 done += n
             }
+            file.observer?.wrote(chunk, at: offset + written)
             written += UInt64(done)
             progress?(Int64(done))
             return chunk.count
