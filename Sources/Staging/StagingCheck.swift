@@ -78,6 +78,11 @@ extension Staging {
             unlink(layout.blockDigests(name))
             report.removed.append(layout.blockDigests(name))
         }
+        // Lock files left by versions that did not unlink them on release
+        // (a free lock is removed as soon as it is taken and let go).
+        for name in try list(layout.locks) where name.hasSuffix(".lock") {
+            _ = BlobLock.tryAcquire(layout.locks + "/" + name)
+        }
         let partials = try list(layout.partials)
         for name in partials {
             let base = name.hasSuffix(".partial") ? String(name.dropLast(8)) : name.hasSuffix(".blocks") ? String(name.dropLast(7)) : nil

@@ -5,7 +5,7 @@
 //   blobs/<xxh3-128>                      verified content, read-only, shared by every model
 //   digests/<xxh3-128>                    its block size and per-block xxh3-64s (for the RAM tier)
 //   partials/<id>.partial, <id>.blocks    a download in progress and its block completion map
-//   locks/<id>.lock                       flock'd by whoever downloads <id>: one download per blob
+//   locks/<id>.lock                       flock'd by whoever downloads <id>: one download per blob (unlinked on release)
 //   models/<name>/@snapshots/<id>/<path>  relative symlinks to blobs, with the model's own file names
 //   models/<name>/@refs/<revision>        the snapshot id a revision points at
 //   models/<name>/@pins/<revision>        present while the revision is pinned (never evicted)

@@ -164,7 +164,17 @@ public final class DaemonClient {
     /// Sends a request and returns its final reply (errors thrown), passing
     /// intermediate replies (progress) to `interim`.
     private func exchange(_ request: Request, interim: (Response) -> Void = { _ in }) throws(ClientError) -> Response {
-        let id = try send(request)
+        let id: UInt32
+        do { id = try send(request) } catch {
+            // A daemon that turns a connection away (`busy`) answers and
+            // closes at once, so our first send can fail (EPIPE) before we
+            // read why: report its answer, not the broken pipe.
+            if let header = try? nextHeader(), let frame = try? payload(header),
+                case .error(let code, let message)? = try? Response(decoding: frame) {
+                throw .daemon(code, message)
+            }
+            throw error
+        }
         while true {
             let header = try nextHeader()
             if let reply = try finalReply(try payload(header), expecting: id, interim: interim) { return reply }

@@ -286,6 +286,11 @@ final class StagingTests: XCTestCase {
         let total = manifest.files.reduce(0) { $0 + $1.size }
         XCTAssertEqual(counting.downloadedBytes, total, "each blob must be downloaded exactly once")
         XCTAssertEqual(a.downloaded + b.downloaded, total)
+        // Lock files live only while held or awaited: none are left behind.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: staging.layout.locks), [])
+        _ = try staging.check(logger: logger)
+        _ = try staging.evict(reference)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: staging.layout.locks), [])
     }
 
     func testManifestsThatLieOrEscapeAreRejected() async throws {
