@@ -24,6 +24,10 @@ public struct ParallelDownloader: Sendable {
     /// Average download rate cap of one transfer in bytes/s (0: none), paced
     /// part by part: keeps a background pull from starving serving traffic.
     public var maxBytesPerSecond: UInt64
+    /// When set, parts in flight are capped across every download sharing
+    /// these slots (several files of one pull), granted by `priority`.
+    public var slots: PartSlots? = nil
+    public var priority = 0
 
     public init(
         partSize: UInt64 = 8 << 20, concurrency: Int = 8, syncBeforeRename: Bool = false, maxBytesPerSecond: UInt64 = 0
@@ -103,8 +107,11 @@ public struct ParallelDownloader: Sendable {
         parts: [Int], cost: @escaping @Sendable (Int) -> Int, _ body: @escaping @Sendable (Int) async throws -> Void
     ) async throws {
         let pacer = maxBytesPerSecond > 0 ? Pacer(bytesPerSecond: maxBytesPerSecond) : nil
+        let (slots, priority) = (self.slots, self.priority)
         _ = try await concurrentMap(count: parts.count, concurrency: concurrency) { slot in
             try await pacer?.reserve(cost(parts[slot]))
+            try await slots?.acquire(priority: priority)
+            defer { slots?.release() }
             try await body(parts[slot])
         }
     }

@@ -38,30 +38,50 @@ public struct Staging: Sendable {
     }
 
     /// Pulls every file of `model` into blobs/, then publishes its snapshot.
-    /// Files go one after another, each in parallel parts.
+    /// Files go in order, each in parallel parts; the next file starts while
+    /// the previous one finishes (its last parts, its publish), sharing the
+    /// same `transfer.concurrency` slots at a lower priority, so the link
+    /// never idles between files and the model still arrives front to back.
     public func pull(
         _ model: ModelRepository.Resolved, from repository: ModelRepository, progress: ProgressHandler? = nil
     ) async throws(StagingError) -> PullReport {
         try layout.prepare()
-        var report = PullReport(snapshot: "", files: model.manifest.files.count, bytes: 0, downloaded: 0, resumed: 0, alreadyStaged: 0)
-        var linked: [(path: String, digest: String)] = []
         let blockSize = model.manifest.blockSize
         var downloader = puller.downloader
         downloader.partSize = max(UInt64(blockSize), downloader.partSize / UInt64(blockSize) * UInt64(blockSize))
-        let puller = BlobPuller(
-            layout: layout, downloader: downloader, budget: self.puller.budget, logger: self.puller.logger,
-            evictions: self.puller.evictions, durability: self.puller.durability)
-        for file in model.manifest.files {
-            let outcome = try await puller.pull(
-                file, blockSize: blockSize, model: model.reference.description,
-                key: repository.key(of: file, in: model.reference), from: repository.store, progress: progress)
-            linked.append((file.path, outcome.digest))
+        // A rate cap is per transfer: files overlap only without one.
+        let overlapping = downloader.maxBytesPerSecond == 0 && model.manifest.files.count > 1
+        if overlapping { downloader.slots = PartSlots(downloader.concurrency) }
+        let files = model.manifest.files
+        let (base, name) = (downloader, model.reference.description)
+        let (layout, budget, logger, evictions, durability) = (
+            layout, puller.budget, puller.logger, puller.evictions, puller.durability
+        )
+        let outcomes: [BlobPuller.Outcome]
+        do {
+            outcomes = try await concurrentMap(count: files.count, concurrency: overlapping ? 2 : 1) { index in
+                var downloader = base
+                downloader.priority = index
+                let puller = BlobPuller(
+                    layout: layout, downloader: downloader, budget: budget, logger: logger, evictions: evictions,
+                    durability: durability)
+                return try await puller.pull(
+                    files[index], blockSize: blockSize, model: name,
+                    key: repository.key(of: files[index], in: model.reference), from: repository.store, progress: progress)
+            }
+        } catch let error as StagingError {
+            throw error
+        } catch {
+            throw .store(model: name, file: "", .cancelled)
+        }
+        var report = PullReport(snapshot: "", files: files.count, bytes: 0, downloaded: 0, resumed: 0, alreadyStaged: 0)
+        for (file, outcome) in zip(files, outcomes) {
             report.bytes += file.size
             report.downloaded += outcome.downloaded
             report.resumed += outcome.resumed
             if outcome.alreadyStaged { report.alreadyStaged += 1 }
         }
-        report.snapshot = try snapshots.write(model.reference, files: linked)
+        report.snapshot = try snapshots.write(model.reference, files: zip(files, outcomes).map { ($0.path, $1.digest) })
         return report
     }
 
