@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# peers: weightcache against the tools people would otherwise use, side by
+# side, in one run, against the same objects on one local SeaweedFS S3 server:
+#
+#   1. cold pull, S3 -> local, of a ~2.1 GiB 4-shard safetensors model
+#      (TinyLlama-1.1B shapes): weightcache pull; weightcache preload through a
+#      fresh daemon; aws s3 cp --recursive; boto3's TransferManager (8 threads,
+#      8 MiB parts); rclone copy (8 streams); the Run:ai model streamer (into
+#      memory); and the server's ceiling, curl with 8 and 16 parallel 8 MiB
+#      ranged GETs to /dev/null in one process;
+#   2. every tensor, local -> process: the Python client (via="open" and
+#      via="read") vs safetensors.safe_open on the staged files, with the page
+#      cache dropped (fresh daemon) and warm;
+#   3. time to the first tensor of a cold model: read-through the daemon vs
+#      weightcache pull then safe_open;
+#   4. the daemon's peak RSS (VmHWM) during each cold preload.
+#
+# Every figure is the median of RUNS runs (min and max shown) after one
+# untimed warm-up round that also checks content, tools interleaved round by
+# round. Writes results.json, results.md and results.png to RESULTS_DIR, and a
+# copy of the table to Benchmarks/results/peers-<UTC>.md. Fails if a tool fails
+# or delivers the wrong bytes; speed targets are reported, never asserted.
+#
+#   Benchmarks/peers/run.sh                    the full run (root: drops caches)
+#   SMOKE=1 Benchmarks/peers/run.sh            CI: ~24 MiB model, RUNS=1, no torch
+#
+# Environment knobs:
+#   RUNS=3            timed runs per figure (SMOKE: 1)
+#   PEERS="weightcache-pull weightcache-preload aws boto3 rclone runai curl"
+#                     the cold-pull rows to run (SMOKE default: all but runai)
+#   SECTIONS="cold warm ttft"   which parts to run (memory comes with preload)
+#   WEIGHTCACHE_BIN   use this binary instead of building .build-release
+#   PEERS_VENV        the Python venv for the peers (default Benchmarks/peers/.venv;
+#                     created and filled from requirements*.txt when missing)
+#   RESULTS_DIR       where results.{json,md,png} go (default Benchmarks/peers;
+#                     SMOKE: ${TMPDIR:-/tmp}/weightcache-peers-smoke)
+#   MODEL_MIB         model size (default: full TinyLlama shapes; SMOKE: 25, about 22 MiB)
+#   PEERS_RCLONE_CUTOFF=32M   rclone --multi-thread-cutoff (its default, 250 MiB, gives the
+#                     shards 2 streams, not 8: see bench.py)
+#   BENCH_TMPDIR      where the server's data, the model and the downloads go
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here=$repo/Benchmarks/peers
+cd "$repo"
+# shellcheck source=Benchmarks/lib.sh
+. "$repo/Benchmarks/lib.sh"
+
+smoke=${SMOKE:-0}
+if [ "$smoke" = 1 ]; then
+  runs=${RUNS:-1}
+  peers=${PEERS:-weightcache-pull weightcache-preload aws boto3 rclone curl}
+  results=${RESULTS_DIR:-${TMPDIR:-/tmp}/weightcache-peers-smoke}
+  model_mib=${MODEL_MIB:-25}
+  shards=3
+else
+  runs=${RUNS:-3}
+  peers=${PEERS:-weightcache-pull weightcache-preload aws boto3 rclone runai curl}
+  results=${RESULTS_DIR:-$here}
+  model_mib=${MODEL_MIB:-}
+  shards=4
+fi
+[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer, got '$runs'" >&2; exit 2; }
+for p in $peers; do
+  case $p in weightcache-pull | weightcache-preload | aws | boto3 | rclone | runai | curl) ;;
+    *) echo "unknown peer '$p' in PEERS" >&2; exit 2 ;;
+  esac
+done
+has() { [[ " $peers " == *" $1 "* ]]; }
+t0=$(date +%s)
+
+# The binary ---------------------------------------------------------------
+if [ -n "${WEIGHTCACHE_BIN:-}" ]; then
+  bin=$(readlink -f "$WEIGHTCACHE_BIN")
+  [ -x "$bin" ] || { echo "WEIGHTCACHE_BIN=$WEIGHTCACHE_BIN is not an executable" >&2; exit 2; }
+  log "using $bin"
+else
+  build_release
+fi
+
+# The peers: rclone from Debian, the Python ones in their own venv -----------
+if has rclone && ! command -v rclone >/dev/null 2>&1; then
+  log "rclone not found; installing the Debian package"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone >&2; }
+fi
+command -v curl >/dev/null 2>&1 || { echo "curl is needed" >&2; exit 1; }
+venv=${PEERS_VENV:-$here/.venv}
+[ -x "$venv/bin/python" ] || { log "creating the venv $venv"; python3 -m venv "$venv"; }
+py=$venv/bin/python
+if ! "$py" -c 'import boto3, s3transfer, awscli, matplotlib, numpy, safetensors' 2>/dev/null; then
+  log "installing the light peers into $venv (requirements.txt)"
+  "$py" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt" >&2
+fi
+if has runai && ! "$py" -c 'import runai_model_streamer, runai_model_streamer_s3' 2>/dev/null; then
+  log "installing the Run:ai model streamer (and torch) into $venv (requirements-runai.txt)"
+  "$py" -m pip install -q --disable-pip-version-check -r "$here/requirements-runai.txt" >&2
+fi
+export PATH=$venv/bin:$PATH  # aws is the venv's awscli
+
+# The cache policy: drop the page cache before cold runs where we may --------
+drop=1
+if ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+  drop=0
+  log "cannot write /proc/sys/vm/drop_caches (not root?): cold runs will only sync"
+fi
+
+# The server and the model ---------------------------------------------------
+start_server  # $work, AWS_* exported; stopped and removed on exit
+export AWS_DEFAULT_REGION=$AWS_REGION
+model=$work/model
+log "generating the model"
+if [ -n "$model_mib" ]; then
+  python3 "$here/make-model.py" "$model" --shards "$shards" --total-mib "$model_mib" >&2
+else
+  python3 "$here/make-model.py" "$model" --shards "$shards" >&2
+fi
+name=peers/tinyllama-1.1b-shapes rev=main
+(cd "$work" && WEIGHTCACHE_MODELS=s3://peers/root "$bin" push --create-bucket "$model" "$name@$rev" >&2)
+
+# bench.py measures; run it from $work so no ./config.json is picked up: the
+# built-in defaults (8 MiB parts, 8 in parallel) plus this environment.
+cd "$work"
+PEERS_REPO=$repo PEERS_WORK=$work PEERS_BIN=$bin PEERS_MODEL=$name@$rev PEERS_MODEL_DIR=$model \
+  PEERS_BUCKET=peers PEERS_MODELS_PREFIX=root PEERS_PREFIX=root/$name/$rev PEERS_SERVER_DATA=$work/s3/data \
+  PEERS="$peers" RUNS=$runs SMOKE=$smoke PEERS_RESULTS_DIR=$results PEERS_DROP_CACHES=$drop \
+  PEERS_MAKE_MODEL="make-model.py --shards $shards${model_mib:+ --total-mib $model_mib}" \
+  "$py" "$here/bench.py"
+cd "$repo"
+
+if [ "$smoke" != 1 ]; then
+  mkdir -p "$repo/Benchmarks/results"
+  copy=$repo/Benchmarks/results/peers-$(date -u +%Y%m%dT%H%M%SZ).md
+  cp "$results/results.md" "$copy"
+  log "table copied to ${copy#"$repo"/}"
+fi
+log "done in $(($(date +%s) - t0)) s"
