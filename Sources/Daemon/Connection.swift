@@ -237,7 +237,12 @@ final class Connection: @unchecked Sendable {
 
     /// Sends a read's frame from the arena under the write lock. Returns the
     /// error to reply with when it failed before the first byte went out.
-    private func stream(_ plan: ReadPlan, header: [UInt8], model: String, path: String) -> DaemonError? {
+    private func stream(_ requested: ReadPlan, header: [UInt8], model: String, path: String) -> DaemonError? {
+        // Blocks are loaded (from NVMe or the store, checked) before the write
+        // lock is taken: pipelined reads of one connection fetch in parallel
+        // and only their sending is serialised.
+        let plan: ReadPlan
+        do throws(DaemonError) { plan = try server.node.loaded(requested, model: model, path: path) } catch { return error }
         writeLock.lock()
         defer { writeLock.unlock() }
         guard !state.withLock({ broken }) else { return nil }

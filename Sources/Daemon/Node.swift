@@ -100,6 +100,9 @@ public final class Node: @unchecked Sendable {
     /// The pulls a previous run left unfinished, read before this run starts any.
     let parked: [ModelReference]
     let pageLocks: PageLocks
+    /// `transfer.concurrency` requests to the store, shared by every pull
+    /// and read-through fetch of the daemon; readers first.
+    let transferSlots: PartSlots
 
     /// `lockBytes`: `ramCache.lockBytes`, the budget of zero-copy pins (0: off).
     public init(
@@ -107,6 +110,7 @@ public final class Node: @unchecked Sendable {
         lockBytes: UInt64 = 0, resolutionTTL: Duration = .seconds(30)
     ) throws(DaemonError) {
         pageLocks = PageLocks(limit: lockBytes, logger: logger)
+        transferSlots = PartSlots(staging.transferConcurrency)
         self.staging = staging
         self.repository = repository
         self.cache = cache

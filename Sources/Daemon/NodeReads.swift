@@ -83,7 +83,7 @@ extension Node {
 
     /// The plan with every block of its range resident, planned again once if
     /// the staged copy turned out gone or bad.
-    private func loaded(_ plan: ReadPlan, model text: String, path: String) throws(DaemonError) -> ReadPlan {
+    func loaded(_ plan: ReadPlan, model text: String, path: String) throws(DaemonError) -> ReadPlan {
         var current = plan
         for attempt in 0..<2 {
             let blockSize = UInt64(current.source.blockSize)
@@ -217,6 +217,7 @@ extension Node {
         for frame in entry.frames ?? [] { offsets.append(offsets.last! + frame) }
         let frameOffsets = offsets
         let digest = entry.xxh3_128 ?? entry.path
+        let slots = transferSlots
         return { (block: Int, target: UnsafeMutableRawBufferPointer) throws(CacheError) -> Void in
             let compressed = entry.encoding == .lz4
             let range: Range<UInt64> =
@@ -225,7 +226,12 @@ extension Node {
                 : UInt64(block) * blockSize..<min(size, UInt64(block + 1) * blockSize)
             let bytes: [UInt8]
             do {
-                bytes = try blocking { try await store.get(key, range: range) }
+                // Ahead of any pull's parts: someone is waiting on this block.
+                bytes = try blocking {
+                    try await slots.acquire(priority: -1)
+                    defer { slots.release() }
+                    return try await store.get(key, range: range)
+                }
             } catch {
                 throw .origin(blob: digest, block: block, reason: "\(error)")
             }

@@ -42,7 +42,8 @@ public final class Server: @unchecked Sendable {
     let limits: ServerLimits
     let access: AccessPolicy
     let logger: Logger
-    let workers = DispatchQueue(label: "weightcache.requests", attributes: .concurrent)
+    /// Pipelined requests and preloads (see `WorkerThreads`: not Dispatch).
+    let workers = WorkerThreads(maximum: 256)
 
     // Guarded by `lock`.
     private let lock = NSCondition()

@@ -23,6 +23,7 @@ public struct DaemonService: Service {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             Thread {
                 server.drain()
+                node.stopPulls(timeout: .seconds(10))
                 node.saveWarmSet()
                 node.settleStaging()
                 done.resume()

@@ -5,7 +5,10 @@ import Synchronization
 /// first file gets every slot it can use and later files only fill the gaps
 /// (the tail of a file, when fewer parts than slots are left; its set-up and
 /// publish). Files then overlap without reordering: the model still arrives
-/// front to back, and the connection count stays at `concurrency`.
+/// front to back, and the connection count stays at `concurrency`. The daemon
+/// shares one set between its pulls and its read-through fetches, which come
+/// first (priority -1): a reader waiting on a block is served before a
+/// background pull's next part.
 public final class PartSlots: Sendable {
     private struct Waiter {
         var priority: Int
@@ -22,7 +25,7 @@ public final class PartSlots: Sendable {
     public init(_ count: Int) { state = Mutex(State(free: max(1, count))) }
 
     /// Waits for a slot; lower `priority` first, then first come.
-    func acquire(priority: Int) async throws {
+    public func acquire(priority: Int) async throws {
         let ticket = state.withLock { state -> Int? in
             if state.free > 0 && state.waiters.isEmpty {
                 state.free -= 1
@@ -62,7 +65,7 @@ public final class PartSlots: Sendable {
     }
 
     /// Gives a slot back: to the first waiter, or to the pool.
-    func release() {
+    public func release() {
         let next = state.withLock { state -> Waiter? in
             if state.waiters.isEmpty {
                 state.free += 1

@@ -42,8 +42,11 @@ public struct Staging: Sendable {
     /// the previous one finishes (its last parts, its publish), sharing the
     /// same `transfer.concurrency` slots at a lower priority, so the link
     /// never idles between files and the model still arrives front to back.
+    /// `slots`: parts in flight shared with other work (the daemon's other
+    /// pulls and read-through fetches); by default the pull's own.
     public func pull(
-        _ model: ModelRepository.Resolved, from repository: ModelRepository, progress: ProgressHandler? = nil
+        _ model: ModelRepository.Resolved, from repository: ModelRepository, progress: ProgressHandler? = nil,
+        slots: PartSlots? = nil
     ) async throws(StagingError) -> PullReport {
         try layout.prepare()
         let blockSize = model.manifest.blockSize
@@ -51,7 +54,7 @@ public struct Staging: Sendable {
         downloader.partSize = max(UInt64(blockSize), downloader.partSize / UInt64(blockSize) * UInt64(blockSize))
         // A rate cap is per transfer: files overlap only without one.
         let overlapping = downloader.maxBytesPerSecond == 0 && model.manifest.files.count > 1
-        if overlapping { downloader.slots = PartSlots(downloader.concurrency) }
+        downloader.slots = slots ?? (overlapping ? PartSlots(downloader.concurrency) : nil)
         let files = model.manifest.files
         let (base, name) = (downloader, model.reference.description)
         let (layout, budget, logger, evictions, durability) = (
@@ -84,6 +87,9 @@ public struct Staging: Sendable {
         report.snapshot = try snapshots.write(model.reference, files: zip(files, outcomes).map { ($0.path, $1.digest) })
         return report
     }
+
+    /// Parts a pull keeps in flight (`transfer.concurrency`).
+    public var transferConcurrency: Int { puller.downloader.concurrency }
 
     /// How this staging directory publishes blobs (see `Durability`).
     public var durability: Durability { puller.durability }
