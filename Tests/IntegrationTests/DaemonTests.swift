@@ -210,6 +210,8 @@ final class DaemonTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(progress.done, 16 << 20, "the pull did not start")
         XCTAssertEqual(daemon.stop(), 0, daemon.logText)
         XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.socket))
+        // The pull was stopped before the process exited, not left writing.
+        XCTAssertTrue(daemon.logText.contains("parked 1 pull(s) for the next start"), daemon.logText)
         // The waiting client heard that the daemon is going away.
         let waitEnd = ContinuousClock.now + .seconds(10)
         while !progress.finished && ContinuousClock.now < waitEnd { usleep(50_000) }

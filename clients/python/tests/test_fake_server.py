@@ -306,3 +306,49 @@ def test_tensors_via_open_and_read():
                 load_tensors(c, MODEL, "m.safetensors", via="mmap")
     finally:
         d.close()
+
+
+def test_read_into_receives_payloads_in_place(client):
+    data = FILES["weights.bin"]
+    frames = []
+    next_frame = client._reader.next_frame
+    def spy(into=None):
+        frame = next_frame(into)
+        frames.append(frame)
+        return frame
+    client._reader.next_frame = spy
+    buf = bytearray(len(data) + 500)
+    assert client.read_into(MODEL, "weights.bin", 0, memoryview(buf)[100:]) == len(data)
+    assert buf[100:100 + len(data)] == data and buf[:100] == bytes(100)
+    assert len(frames) == 11 and all(f.direct and isinstance(f.payload, memoryview) for f in frames)
+    assert daemon_order_was_reversed(frames)
+    with pytest.raises(TypeError):
+        client.read_into(MODEL, "weights.bin", 0, b"read-only")
+    assert client.read(MODEL, "weights.bin", 5, 2500) == data[5:2505]  # not in place; still in step
+
+
+def daemon_order_was_reversed(frames):
+    ids = [f.request for f in frames]
+    return ids != sorted(ids)
+
+
+def test_tensors_via_read_match_safetensors_load():
+    np = pytest.importorskip("numpy")
+    st = pytest.importorskip("safetensors.numpy")
+    from test_tensors import MALFORMED, assert_same, sample
+    from weightcache.tensors import SafetensorsFormatError, load_tensors
+    data = st.save(sample(), metadata={"format": "pt"})
+    d = FakeDaemon(files={"m.safetensors": data, "bad.safetensors": MALFORMED["overlap"],
+                          "empty.safetensors": b""})
+    try:
+        with Client(d.path, timeout=5) as c:
+            got = load_tensors(c, MODEL, "m.safetensors", via="read")
+            assert_same(got, st.load(data))
+            assert all(t.flags.writeable for t in got.values())
+            assert_same(load_tensors(c, MODEL, "m.safetensors", via="open"), got)
+            for bad in ("bad.safetensors", "empty.safetensors"):
+                with pytest.raises(SafetensorsFormatError):
+                    load_tensors(c, MODEL, bad, via="read")
+            assert not c.closed
+    finally:
+        d.close()

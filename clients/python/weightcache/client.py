@@ -26,11 +26,19 @@ _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 @dataclass
 class Frame:
-    """One received frame; `fd` is the descriptor that came with its first byte."""
+    """One received frame; `fd` is the descriptor that came with its first byte.
+    `direct`: the payload was received into the view a `next_frame(into=...)`
+    callback supplied, and `payload` is that view."""
     type: int
     request: int
-    payload: bytes
+    payload: Union[bytes, bytearray, memoryview]
     fd: Optional[int] = None
+    direct: bool = False
+
+
+# into(type, request id, payload length) -> a writable view of exactly that
+# length to receive the payload into, or None for the usual buffer.
+PayloadTarget = Callable[[int, int, int], Optional[memoryview]]
 
 
 @dataclass
@@ -55,7 +63,7 @@ class FrameReader:
     A descriptor belongs to the frame whose first byte arrived in the same
     recvmsg as the descriptor; it is handed out only with an `opened` frame,
     every other one is closed.  Large payloads are received straight into
-    their own buffer (one copy).
+    their own buffer, or into the caller's memory (see next_frame): one copy.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -63,16 +71,24 @@ class FrameReader:
         self._buf = bytearray()  # received bytes not yet part of a returned frame
         self._received = 0  # stream bytes received so far
         self._chunks: List[_FdChunk] = []
+        self._scratch = memoryview(bytearray(1 << 16))
 
-    def next_frame(self) -> Frame:
+    def next_frame(self, into: Optional[PayloadTarget] = None) -> Frame:
         """The next whole frame; ConnectionError at end of stream, ProtocolError
-        on a bad header, socket timeouts as raised by the socket."""
+        on a bad header, socket timeouts as raised by the socket.  With `into`,
+        called once the header is known: a view it returns (of exactly the
+        payload's length) receives the payload, and the frame is `direct`."""
         while len(self._buf) < wire.HEADER_SIZE:
-            data = bytearray(1 << 16)
-            self._buf += data[:self._recv_into(memoryview(data))]
+            self._buf += self._scratch[:self._recv_into(self._scratch)]
         size, type_, request = wire.unpack_header(self._buf[:wire.HEADER_SIZE])
         start = self._received - len(self._buf)
         end = wire.HEADER_SIZE + size
+        target = into(type_, request, size) if into is not None and size else None
+        if target is not None:
+            if len(target) != size or target.readonly:
+                raise ValueError("a payload target must be writable and exactly as long as the payload")
+            self._receive_payload_into(target, end)
+            return self._frame(start, start + end, type_, request, target, direct=True)
         with memoryview(self._buf) as view:
             if len(self._buf) >= end:
                 payload = bytes(view[wire.HEADER_SIZE:end])
@@ -89,6 +105,16 @@ class FrameReader:
             del self._buf[:end]
         return self._frame(start, start + wire.HEADER_SIZE + size, type_, request, payload)
 
+    def _receive_payload_into(self, target: memoryview, end: int) -> None:
+        """Move the payload bytes already buffered (frame bytes [HEADER_SIZE,
+        end) of _buf) into `target`, then receive the rest straight into it."""
+        with memoryview(self._buf) as view:
+            have = min(len(view), end) - wire.HEADER_SIZE
+            target[:have] = view[wire.HEADER_SIZE:wire.HEADER_SIZE + have]
+        del self._buf[:wire.HEADER_SIZE + have]
+        while have < len(target):
+            have += self._recv_into(target[have:])
+
     def _recv_into(self, view: memoryview) -> int:
         """One recvmsg_into; records descriptors with the bytes they came with."""
         n, ancdata, flags, _ = self._sock.recvmsg_into([view], socket.CMSG_SPACE(_MAX_FDS * 4), _CMSG_CLOEXEC)
@@ -103,7 +129,7 @@ class FrameReader:
             raise ProtocolError("control data truncated: descriptors were lost")
         return n
 
-    def _frame(self, start: int, end: int, type_: int, request: int, payload: bytes) -> Frame:
+    def _frame(self, start: int, end: int, type_: int, request: int, payload, direct: bool = False) -> Frame:
         """The frame at stream bytes [start, end), with its descriptor if it is
         `opened`; descriptors that can no longer belong to any frame are closed."""
         fd = None
@@ -118,7 +144,7 @@ class FrameReader:
             if chunk.end <= end:
                 _close_fds(chunk.fds)
         self._chunks = [c for c in self._chunks if c.end > end]
-        return Frame(type_, request, payload, fd)
+        return Frame(type_, request, payload, fd, direct)
 
     def close(self) -> None:
         """Close every descriptor not handed out."""
@@ -191,11 +217,15 @@ class Client:
     def read_into(self, model: str, path: str, offset: int, buffer: Union[bytearray, memoryview]) -> int:
         """Fill the writable bytes-like `buffer` from `offset` on, as read()
         would; returns the number of bytes written (fewer than len(buffer) when
-        the file ends first)."""
+        the file ends first; bytes of `buffer` past that count are undefined).
+        Each reply's payload is received straight into its place in `buffer`:
+        no other copy is made."""
         view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("read_into needs a writable buffer")
         def sink(pos: int, data: bytes) -> None:
             view[pos:pos + len(data)] = data
-        return self._read_ranges(model, path, offset, len(view), sink)
+        return self._read_ranges(model, path, offset, len(view), sink, view)
 
     def read_file(self, model: str, path: str) -> bytes:
         """The whole file, through read()."""
@@ -281,13 +311,15 @@ class Client:
             raise ValueError(f"request frame of {len(frame)} bytes is over the daemon's {limit}")
         self._guard(lambda: self._sock.sendall(frame))
 
-    def _receive(self, waiting: set, progress: Optional[ProgressCallback] = None) -> Frame:
+    def _receive(self, waiting: set, progress: Optional[ProgressCallback] = None,
+                 into: Optional[PayloadTarget] = None) -> Frame:
         """The next final reply to one of the request ids in `waiting`; progress
-        frames go to `progress`.  A connection-level error (id 0) is raised."""
+        frames go to `progress`.  A connection-level error (id 0) is raised.
+        `into` is passed to FrameReader.next_frame."""
         while True:
             if self._sock is None:
                 raise ConnectionError("client is closed")
-            frame = self._guard(self._reader.next_frame)
+            frame = self._guard(lambda: self._reader.next_frame(into))
             if frame.request in waiting and frame.type == wire.PROGRESS:
                 p = self._decode(frame)
                 if progress is not None:  # a callback that raises closes the client
@@ -336,10 +368,13 @@ class Client:
             raise
 
     def _read_ranges(self, model: str, path: str, offset: int, length: int,
-                     sink: Callable[[int, bytes], None]) -> int:
+                     sink: Callable[[int, bytes], None], target: Optional[memoryview] = None) -> int:
         """Read [offset, offset+length) in max_read_length pieces, at most
         max_in_flight outstanding, calling sink(position, data) for each piece
-        (position relative to `offset`, any order).  A piece shorter than asked,
+        (position relative to `offset`, any order).  With `target` (a writable
+        byte view of `length` bytes), `data` replies are received straight into
+        target[position:] instead, and sink only gets pieces that do not fit
+        there (bytes past a known end of file).  A piece shorter than asked,
         or `invalid-argument` for any piece after the first, marks the end of
         the file: later pieces are not asked for and not delivered.
         Returns the number of bytes delivered."""
@@ -362,13 +397,26 @@ class Client:
             self._send(wire.encode_request(wire.READ, rid, model, path, offset + pos, n))
             return True
 
+        def into(type_: int, rid: int, size: int) -> Optional[memoryview]:
+            place = in_flight.get(rid) if type_ == wire.DATA else None
+            if place is None or size > place[1] or place[0] + size > eof:
+                return None  # not a piece of ours, too long (an error below), or past the end
+            return target[place[0]:place[0] + size]
+
         delivered = 0
         try:
             while len(in_flight) < self.max_in_flight and send_next():
                 pass
             while in_flight:
-                frame = self._receive(set(in_flight))
+                frame = self._receive(set(in_flight), into=into if target is not None else None)
                 pos, n = in_flight.pop(frame.request)
+                if frame.direct:  # already in target[pos:pos + len(payload)]
+                    got = len(frame.payload)
+                    if got < n:
+                        eof = min(eof, pos + got)
+                    delivered += max(0, min(got, eof - pos))
+                    send_next()
+                    continue
                 try:
                     data = self._final_value(frame, wire.DATA)
                 except WeightCacheError as e:
