@@ -30,3 +30,7 @@ hadolint deploy/docker/Dockerfile
 
 # The README's main job, end to end, with a small model and the debug build.
 DEMO_SIZE_MIB=32 DEMO_CONFIGURATION=debug bash scripts/demo.sh
+
+# The peers benchmark at CI size (a ~22 MiB model, one run, no torch), so that
+# it does not rot: it fails on a tool error or wrong bytes, never on speed.
+SMOKE=1 WEIGHTCACHE_BIN="$(swift build --show-bin-path)/weightcache" bash Benchmarks/peers/run.sh
