@@ -153,13 +153,21 @@ final class Connection: @unchecked Sendable {
     /// Runs a request and writes its reply (or error).
     /// `inline`: on the reading thread, which may use its own buffers and caches.
     private func perform(_ request: Request, id: UInt32, inline: Bool) {
-        defer {
+        let ticket = InFlightTicket { [self] in
             state.withLock {
                 inFlight -= 1
                 state.broadcast()
             }
             count { $0.inFlight -= 1 }
         }
+        defer { ticket.settle() }
+        Self.$ticket.withValue(ticket) { run(request, id: id, inline: inline) }
+    }
+
+    /// The request the current thread is answering (see `InFlightTicket`).
+    @TaskLocal private static var ticket: InFlightTicket?
+
+    private func run(_ request: Request, id: UInt32, inline: Bool) {
         let node = server.node
         do throws(DaemonError) {
             switch request {
@@ -224,6 +232,7 @@ final class Connection: @unchecked Sendable {
                 position += piece.count
                 return true
             }
+            Self.ticket?.settle()
             write(UnsafeRawBufferPointer(rebasing: scratch[0..<frameSize]))
         } else if let failure = stream(plan, header: header, model: model, path: path) {
             throw failure
@@ -251,7 +260,10 @@ final class Connection: @unchecked Sendable {
         do throws(DaemonError) {
             try server.node.forEachBlock(plan, model: model, path: path, reader: id) { piece in
                 do throws(SocketError) {
-                    if !started { try socket.send(header) }
+                    if !started {
+                        Self.ticket?.settle()
+                        try socket.send(header)
+                    }
                     started = true
                     try socket.send(piece)
                     return true
@@ -293,6 +305,7 @@ final class Connection: @unchecked Sendable {
     static let copyLimit = 256 << 10
 
     private func send(_ response: Response, request: UInt32, passing descriptor: Int32? = nil) {
+        if response.isFinal { Self.ticket?.settle() }
         write(response.frame(request: request).encoded, passing: descriptor)
     }
 
@@ -335,5 +348,25 @@ final class Connection: @unchecked Sendable {
         while inFlight > 0 { state.wait() }
         state.unlock()
         socket.close()
+    }
+}
+
+/// One request's place in its connection's `maxInFlight` count, given back
+/// once: as its final reply starts going out (a client that has its answer
+/// may send the next request at once, and must not be told `busy` for it), or
+/// when the request ends without a reply.
+final class InFlightTicket: @unchecked Sendable {
+    private let lock = NSLock()
+    private var settled = false
+    private let release: () -> Void
+
+    init(release: @escaping () -> Void) { self.release = release }
+
+    func settle() {
+        let first = lock.withLock { () -> Bool in
+            defer { settled = true }
+            return !settled
+        }
+        if first { release() }
     }
 }
