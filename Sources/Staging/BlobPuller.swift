@@ -16,8 +16,7 @@ import Glibc
 /// store, key, size and ETag). Each block is hashed as its bytes are written
 /// (`StreamingBlockHasher`) and, when its part has landed, checked against the
 /// manifest's xxh3-64 before the block map records it; a mismatch fails the
-/// pull naming the block. Each verified part's writeback starts at once. A
-/// file whose manifest has no block digests is hashed whole (xxh3-128,
+/// pull naming the block. A file whose manifest has no block digests is hashed whole (xxh3-128,
 /// `FrontierHasher`) from parts read back as they land. When every block is in,
 /// its xxh3-128 is compared and it is renamed to `blobs/<xxh3-128>`: fsynced
 /// first under `immediate` durability, marked unsynced under `deferred`
@@ -249,7 +248,14 @@ struct BlobPuller: Sendable {
         // Under `deferred` durability (and a readable boot id) the fsync is
         // settle's job, after a marker that makes a reboot re-verify the blob.
         if bootID == nil { try partial.sync() }
-        let whole = try hasher?.finish() ?? Digest128(hex: file.xxh3_128!)!
+        let whole: Digest128
+        if let hasher {
+            whole = try hasher.finish()
+        } else if let named = file.xxh3_128.flatMap({ Digest128(hex: $0) }) {
+            whole = named  // every block checked against the manifest: the whole is what it names
+        } else {
+            throw .integrity(model: model, file: file.path, block: nil, expected: file.xxh3_128 ?? "-", actual: "no whole-file digest")
+        }
         if let digest = file.xxh3_128, whole.description != digest {
             // Every block matched but the whole does not: the manifest contradicts itself.
             partial.discard()
