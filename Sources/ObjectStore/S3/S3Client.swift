@@ -6,20 +6,30 @@
 // Every request goes through `send`, which applies the retry policy and turns
 // curl codes, HTTP statuses and S3 error documents into `ObjectStoreError`.
 import Foundation
+import Synchronization
 import Logging
 
 /// A connection to one S3-compatible endpoint. Thread-safe; share one per
-/// process so that all transfers share one connection pool and one thread.
+/// process so that all transfers share its connection pools and threads.
+///
+/// Requests are spread over a few curl engines, each a thread of its own
+/// receiving its transfers' bodies, writing them and hashing them (a pull's
+/// block checks run on the receiving thread, while the bytes are in cache).
+/// One thread capped a pull at what one core can receive, copy and hash;
+/// one engine per 4 parts in flight, at most one per core, lifts that.
 public final class S3Client: Sendable {
     public let settings: S3Settings
     let urls: S3URLBuilder
-    private let engine: CurlEngine
+    private let engines: [CurlEngine]
+    private let nextEngine = Atomic<Int>(0)
     private let logger: Logger
 
     public init(settings: S3Settings, logger: Logger) throws(ObjectStoreError) {
         self.settings = settings
         self.urls = try S3URLBuilder(settings: settings)
-        self.engine = CurlEngine(maxConnections: max(4, settings.concurrency * 2))
+        let count = max(1, min(ProcessInfo.processInfo.activeProcessorCount, settings.concurrency / 4))
+        let connections = max(4, settings.concurrency * 2 / count)
+        self.engines = (0..<count).map { _ in CurlEngine(maxConnections: connections) }
         self.logger = logger
     }
 
@@ -78,6 +88,7 @@ public final class S3Client: Sendable {
     ) async throws(ObjectStoreError) -> HTTPOutcome {
         try await settings.retry.run { () async throws(ObjectStoreError) -> HTTPOutcome in
             let started = ContinuousClock.now
+            let engine = engines[nextEngine.add(1, ordering: .relaxed).oldValue % engines.count]
             let outcome = await engine.perform(request)
             let error = Self.error(in: outcome, of: request, context)
             let elapsed = (ContinuousClock.now - started).components
