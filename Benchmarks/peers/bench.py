@@ -5,6 +5,7 @@ run.sh sets everything up (server, model, venv) and passes it in the
 environment; see run.sh for the knobs. Exits non-zero if any tool fails or
 delivers the wrong bytes; speed targets are reported, never asserted.
 """
+import atexit
 import datetime
 import hashlib
 import json
@@ -136,6 +137,18 @@ def peer_env(**extra):
 
 
 PROBLEMS = []
+# Daemons not yet stopped: killed at exit, so a failing run leaves none behind.
+LIVE_DAEMONS = set()
+
+
+def _kill_live_daemons():
+    for p in list(LIVE_DAEMONS):
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(_kill_live_daemons)
 
 
 class Daemon:
@@ -149,6 +162,7 @@ class Daemon:
         Daemon.count += 1
         self.log = open(os.path.join(WORK, f"serve-{Daemon.count}.log"), "wb")
         self.p = subprocess.Popen([BIN, "serve"], env=self.env, stdout=self.log, stderr=self.log, cwd=WORK)
+        LIVE_DAEMONS.add(self.p)
         for _ in range(300):
             if os.path.exists(self.sock):
                 return
@@ -173,6 +187,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.p.kill()
             fail("weightcache serve did not stop on SIGTERM within 30 s")
+        LIVE_DAEMONS.discard(self.p)
         self.log.close()
         if code != 0:
             # Not what is measured, but a break all the same: kept, reported, and the run exits non-zero at the end.
