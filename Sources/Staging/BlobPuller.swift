@@ -25,11 +25,12 @@ import Glibc
 /// fetches only the parts still missing.
 struct BlobPuller: Sendable {
     let layout: StagingLayout
-    let downloader: ParallelDownloader
+    var downloader: ParallelDownloader
     let budget: StagingBudget
     let logger: Logger
     var evictions: EvictionCounter? = nil
     var durability: Durability = .deferred
+    var freeSpace: FreeSpaceProbe = .statvfs
 
     struct Outcome: Sendable, Equatable {
         var digest: String
@@ -66,29 +67,39 @@ struct BlobPuller: Sendable {
             return Outcome(digest: digest, downloaded: 0, resumed: 0, alreadyStaged: true)
         }
 
-        let evictor = Evictor(layout: layout, budget: budget, logger: logger, counter: evictions)
+        let evictor = Evictor(layout: layout, budget: budget, logger: logger, counter: evictions, freeSpace: freeSpace)
         try evictor.makeRoom(
             for: file.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path)
         do {
             return try await stageRetryingCorruptParts(
                 file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
         } catch where error.isNoSpace {
-            // The filesystem filled up under us (other writers, no fallocate):
-            // evict as if our reservation did not exist yet, and try once more.
-            let first = error
-            let evicted = try evictor.makeRoom(for: file.size, alreadyAllocated: 0, model: model, file: file.path)
-            var second = first
-            if !evicted.isEmpty {
-                do throws(StagingError) {
-                    return try await stage(
-                        file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
-                } catch where error.isNoSpace {
-                    second = error
-                }
+            // The filesystem filled up under us (another writer took the room
+            // between our check and our allocation, or a filesystem without
+            // fallocate): evict as if our reservation did not exist yet, and
+            // try once more. A failed try leaves nothing behind: the
+            // partial's space goes back to the filesystem.
+            func discardPartial() {
+                unlink(layout.partial(id))
+                unlink(layout.blockMap(id))
             }
-            unlink(layout.partial(id))
-            unlink(layout.blockMap(id))
-            throw .noSpace(model: model, file: file.path, needed: file.size, detail: "\(second)")
+            let first = error
+            let evicted: [String]
+            do throws(StagingError) {
+                evicted = try evictor.makeRoom(for: file.size, alreadyAllocated: 0, model: model, file: file.path)
+            } catch {
+                discardPartial()
+                throw .noSpace(model: model, file: file.path, needed: file.size, detail: "\(first); then \(error)")
+            }
+            logger.notice(
+                "\(model) \(file.path): the filesystem filled up during the pull (\(first)); evicted \(evicted.count) blob(s), trying once more")
+            do throws(StagingError) {
+                return try await stage(
+                    file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
+            } catch where error.isNoSpace {
+                discardPartial()
+                throw .noSpace(model: model, file: file.path, needed: file.size, detail: "\(error), after evicting \(evicted.count) blob(s) and trying again")
+            }
         }
     }
 

@@ -37,11 +37,27 @@ public final class EvictionCounter: Sendable {
     func add(_ n: Int) { count.add(n, ordering: .relaxed) }
 }
 
+/// How many bytes the staging filesystem has free (for non-root writers).
+/// `statvfs` in production; tests put a second writer behind it, to fill
+/// the disk between the check and the allocation as another process would.
+struct FreeSpaceProbe: Sendable {
+    let measure: @Sendable (String) -> UInt64
+
+    static let statvfs = FreeSpaceProbe(measure: availableBytes)
+}
+
+private func availableBytes(_ path: String) -> UInt64 {
+    var info = statvfs()
+    guard statvfs(path, &info) == 0 else { return 0 }
+    return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+}
+
 struct Evictor: Sendable {
     let layout: StagingLayout
     let budget: StagingBudget
     let logger: Logger
     var counter: EvictionCounter? = nil
+    var freeSpace: FreeSpaceProbe = .statvfs
 
     struct Blob {
         var name: String
@@ -110,11 +126,7 @@ struct Evictor: Sendable {
         }
     }
 
-    func freeBytes() -> UInt64 {
-        var info = statvfs()
-        guard statvfs(layout.root, &info) == 0 else { return 0 }
-        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
-    }
+    func freeBytes() -> UInt64 { freeSpace.measure(layout.root) }
 
     /// Blobs of every pinned revision's snapshot.
     func pinnedBlobs() -> Set<String> {

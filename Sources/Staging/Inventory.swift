@@ -84,7 +84,7 @@ extension Staging {
 
     /// Blobs and the bytes they hold, plus partials' allocated bytes.
     public func usage() -> (blobs: Int, blobBytes: UInt64, partialBytes: UInt64) {
-        let evictor = Evictor(layout: layout, budget: puller.budget, logger: puller.logger)
+        let evictor = Evictor(layout: layout, budget: puller.budget, logger: puller.logger, freeSpace: puller.freeSpace)
         let blobs = evictor.listBlobs()
         return (blobs.count, blobs.reduce(0) { $0 + $1.size }, evictor.partialBytes())
     }

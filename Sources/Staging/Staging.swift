@@ -8,7 +8,7 @@ import ObjectStore
 /// from several tasks and processes at once (blob downloads are flock'd).
 public struct Staging: Sendable {
     public let layout: StagingLayout
-    let puller: BlobPuller
+    var puller: BlobPuller
     private let snapshots: SnapshotWriter
 
     /// The downloader's part size is rounded to whole blocks of each model's
@@ -56,18 +56,14 @@ public struct Staging: Sendable {
         let overlapping = downloader.maxBytesPerSecond == 0 && model.manifest.files.count > 1
         downloader.slots = slots ?? (overlapping ? PartSlots(downloader.concurrency) : nil)
         let files = model.manifest.files
-        let (base, name) = (downloader, model.reference.description)
-        let (layout, budget, logger, evictions, durability) = (
-            layout, puller.budget, puller.logger, puller.evictions, puller.durability
-        )
+        var base = puller
+        base.downloader = downloader
+        let (template, name) = (base, model.reference.description)
         let outcomes: [BlobPuller.Outcome]
         do {
             outcomes = try await concurrentMap(count: files.count, concurrency: overlapping ? 2 : 1) { index in
-                var downloader = base
-                downloader.priority = index
-                let puller = BlobPuller(
-                    layout: layout, downloader: downloader, budget: budget, logger: logger, evictions: evictions,
-                    durability: durability)
+                var puller = template
+                puller.downloader.priority = index
                 return try await puller.pull(
                     files[index], blockSize: blockSize, model: name,
                     key: repository.key(of: files[index], in: model.reference), from: repository.store, progress: progress)

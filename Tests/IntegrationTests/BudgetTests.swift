@@ -5,8 +5,13 @@ import Integrity
 import Logging
 import Models
 import ObjectStore
-import Staging
+@testable import Staging
+import Synchronization
 import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 final class BudgetTests: XCTestCase {
     let logger = Logger(label: "test")
@@ -121,5 +126,104 @@ final class BudgetTests: XCTestCase {
         XCTAssertFalse(isStaged("a", staging))
         let bytes = try XCTUnwrap(try reader.readToEnd())
         XCTAssertEqual(Digest128.of(Array(bytes)), try Digest128.ofFile(atPath: directory + "/src-a/" + shard))
+    }
+
+    /// Another process fills the disk between the pull's free-space check and
+    /// its allocation (real ENOSPC from a real tmpfs): the pull evicts an
+    /// unpinned model and tries once more; when nothing is left to evict it
+    /// fails with `noSpace`, and no partial or blob of it is left behind.
+    func testADiskThatFillsDuringAPullEvictsAndRetriesOnce() async throws {
+        let repository = try await publishModels()
+        for (name, mib) in [("e", 14), ("g", 10)] {  // one file each: the first free-space check is the big file's
+            let path = directory + "/src-" + name
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            var generator = SystemRandomNumberGenerator()
+            let bytes = Data((0..<(mib << 20) / 8).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64, Array.init) })
+            try bytes.write(to: URL(fileURLWithPath: path + "/weights.bin"))
+            _ = try await repository.push(directory: path, as: try ModelReference(parsing: name))
+        }
+        let root = directory + "/tmpfs"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=52m", "tmpfs", root])
+        mounted = root
+        let writer = OtherWriter(file: root + "/other-writer", leaving: 2 << 20)
+        var staging = Staging(
+            directory: root + "/staging", downloader: ParallelDownloader(),
+            budget: StagingBudget(budgetBytes: .max, minFreeBytes: 0), logger: logger)
+        staging.puller.freeSpace = FreeSpaceProbe { path in writer.measure(path) }
+
+        _ = try await pull("a", staging, repository)
+        try staging.pin(try ModelReference(parsing: "a"))
+        _ = try await pull("b", staging, repository)
+        let evictionsBefore = try XCTUnwrap(staging.puller.evictions).value
+
+        // e fits beside a and b when checked; then the other writer leaves 2 MiB.
+        writer.arm()
+        let report = try await pull("e", staging, repository)
+        XCTAssertTrue(writer.filled, "the other writer never ran: the test proves nothing")
+        // The check saw room enough, so it evicted nothing: b went in the retry.
+        XCTAssertGreaterThanOrEqual(writer.seen, 14 << 20, "e did not fit when checked: the retry was not exercised")
+        XCTAssertEqual(
+            try Digest128.ofFile(atPath: report.snapshot + "/weights.bin"),
+            try Digest128.ofFile(atPath: directory + "/src-e/weights.bin"))
+        XCTAssertTrue(isStaged("a", staging), "the pinned model was evicted")
+        XCTAssertFalse(isStaged("b", staging), "nothing was evicted for the retry")
+        XCTAssertGreaterThan(try XCTUnwrap(staging.puller.evictions).value, evictionsBefore)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: staging.layout.partials), [])
+
+        // Everything left is pinned: the retry finds nothing to evict and fails cleanly.
+        try staging.pin(try ModelReference(parsing: "e"))
+        writer.remove()
+        writer.arm()
+        let g = try await repository.resolve(try ModelReference(parsing: "g"))
+        do {
+            _ = try await staging.pull(g, from: repository)
+            XCTFail("g was staged on a full disk")
+        } catch {
+            guard case .noSpace(let model, let file, _, let detail) = error else { return XCTFail("expected noSpace, got \(error)") }
+            XCTAssertEqual(model, "g@main")
+            XCTAssertEqual(file, "weights.bin")
+            XCTAssertTrue(detail.contains("No space left") || detail.contains("\(ENOSPC)"), detail)
+        }
+        XCTAssertTrue(writer.filled)
+        XCTAssertFalse(isStaged("g", staging))
+        XCTAssertTrue(isStaged("a", staging) && isStaged("e", staging), "a pinned model was evicted")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: staging.layout.partials), [], "a failed pull left its partial")
+        let blobs = try FileManager.default.contentsOfDirectory(atPath: staging.layout.blobs)
+        XCTAssertFalse(blobs.contains(try XCTUnwrap(g.manifest.files.first?.xxh3_128)), "g's blob is visible")
+        for name in blobs { XCTAssertEqual(try Digest128.ofFile(atPath: staging.layout.blob(name)).description, name) }
+    }
+}
+
+/// A second writer on the staging filesystem: once armed, at the next
+/// free-space check it takes all but `leaving` bytes of the room that check
+/// saw, as another process could between that check and the allocation.
+private final class OtherWriter: Sendable {
+    let file: String
+    let leaving: UInt64
+    private let state = Mutex((armed: false, filled: false, seen: UInt64(0)))
+
+    init(file: String, leaving: UInt64) {
+        self.file = file
+        self.leaving = leaving
+    }
+
+    func arm() { state.withLock { $0 = (armed: true, filled: false, seen: 0) } }
+    var filled: Bool { state.withLock { $0.filled } }
+    /// The free space the armed check saw, before the writer took it.
+    var seen: UInt64 { state.withLock { $0.seen } }
+    func remove() { unlink(file) }
+
+    func measure(_ path: String) -> UInt64 {
+        let free = FreeSpaceProbe.statvfs.measure(path)
+        state.withLock { state in
+            guard state.armed else { return }
+            state.armed = false
+            state.seen = free
+            let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            defer { close(fd) }
+            state.filled = fd >= 0 && free > leaving && posix_fallocate(fd, 0, off_t(free - leaving)) == 0
+        }
+        return free
     }
 }
