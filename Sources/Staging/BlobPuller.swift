@@ -16,8 +16,8 @@ import Glibc
 /// store, key, size and ETag). Each block is hashed as its bytes are written
 /// (`StreamingBlockHasher`) and, when its part has landed, checked against the
 /// manifest's xxh3-64 before the block map records it; a mismatch fails the
-/// pull naming the block. A file whose manifest has no block digests is hashed whole (xxh3-128,
-/// `FrontierHasher`) from parts read back as they land. When every block is in,
+/// pull naming the block. The whole file is hashed too (xxh3-128,
+/// `FrontierHasher`), part by part as the parts land. When every block is in,
 /// its xxh3-128 is compared and it is renamed to `blobs/<xxh3-128>`: fsynced
 /// first under `immediate` durability, marked unsynced under `deferred`
 /// (see `Durability`). A crash leaves the
@@ -176,15 +176,16 @@ struct BlobPuller: Sendable {
         }
 
         let pool = BufferPool(capacity: Int(downloader.partSize), keep: downloader.concurrency + 2)
-        // The whole-file xxh3-128 is computed only when the blocks cannot
-        // vouch for the whole: with the manifest's per-block digests every
-        // byte is checked as it lands, and the blob takes the manifest's name.
-        // (`weightcache verify` re-hashes whole blobs against their names.)
-        let wholeNeeded = expected == nil || file.xxh3_128 == nil
-        let hasher = wholeNeeded ? FrontierHasher(
+        // The whole file's xxh3-128, hashed part by part as the parts land,
+        // from the page cache (see `FrontierHasher`): the blob is published
+        // only if it equals the manifest's, so a manifest whose block digests
+        // contradict its whole-file digest is caught before anything is served.
+        let hasher = FrontierHasher(
             partCount: downloader.partCount(size),
             ready: Set(0..<downloader.partCount(size)).subtracting(parts)
-        ) { part throws(StagingError) in try partial.read(downloader.range(ofPart: part, size: size), from: pool) } : nil
+        ) { (part, body) throws(StagingError) in
+            try withMapping(partial.descriptor, downloader.range(ofPart: part, size: size), path: partialPath, body)
+        }
         // Under `immediate` durability each verified part's writeback starts
         // at once, so the final fsync has little left to wait for. Under
         // `deferred` the kernel writes back at its own pace: starting it here
@@ -218,7 +219,7 @@ struct BlobPuller: Sendable {
                 let start = block * blockSize - Int(range.lowerBound)
                 return xxh3_64(UnsafeRawBufferPointer(rebasing: bytes[start..<min(bytes.count, start + blockSize)]))
             }
-            try hasher?.landed(part, bytes: bytes)
+            try hasher.landed(part)
         }
 
         var downloaded: UInt64 = 0
@@ -237,11 +238,7 @@ struct BlobPuller: Sendable {
                         if let digest = streamed.take(block) { return digest }
                         return try partial.hash(Self.range(ofBlock: block, blockSize: blockSize, size: size))
                     }
-                    if let hasher {
-                        try partial.read(range, from: pool).withBytes { (bytes) throws(StagingError) in
-                            try hasher.landed(part, bytes: bytes)
-                        }
-                    }
+                    try hasher.landed(part)
                 }
             case .lz4:
                 downloaded = try await fetchFrames(
@@ -259,14 +256,7 @@ struct BlobPuller: Sendable {
         // Under `deferred` durability (and a readable boot id) the fsync is
         // settle's job, after a marker that makes a reboot re-verify the blob.
         if bootID == nil { try partial.sync() }
-        let whole: Digest128
-        if let hasher {
-            whole = try hasher.finish()
-        } else if let named = file.xxh3_128.flatMap({ Digest128(hex: $0) }) {
-            whole = named  // every block checked against the manifest: the whole is what it names
-        } else {
-            throw .integrity(model: model, file: file.path, block: nil, expected: file.xxh3_128 ?? "-", actual: "no whole-file digest")
-        }
+        let whole = try hasher.finish()
         if let digest = file.xxh3_128, whole.description != digest {
             // Every block matched but the whole does not: the manifest contradicts itself.
             partial.discard()
@@ -314,7 +304,7 @@ extension StagingError {
 /// into `blobs/` read-only when complete.
 final class PartialFile: @unchecked Sendable {
     let path: String
-    private let descriptor: Int32
+    let descriptor: Int32
 
     init(path: String, size: UInt64) throws(StagingError) {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)

@@ -1,15 +1,20 @@
 import Integrity
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The whole-file xxh3-128 of a partial, computed while its parts land rather
 /// than in a second pass over the file afterwards.
 ///
 /// xxh3-128 is sequential, parts land out of order. So the hasher keeps a
-/// frontier: a part that lands at the frontier is hashed from the very buffer
-/// its blocks were just verified from (no extra read), and so is every part
-/// after it that landed earlier; those are read back from the partial (page
-/// cache) as the frontier passes them. Workers take parts in order, so most
-/// parts land at or near the frontier and little is read twice.
+/// frontier: when the part at the frontier lands it is hashed, and so is
+/// every part after it that landed earlier. Parts are hashed where they lie
+/// in the page cache, through a read-only mapping (`withMapping`): no copy,
+/// and the pages were just written, so nothing is read from disk.
+/// Workers take parts in order, so the frontier trails the download closely
+/// and the hash is done a part after the last byte lands.
 final class FrontierHasher: Sendable {
     private struct State: ~Copyable {
         var hasher = Hasher128()
@@ -19,25 +24,23 @@ final class FrontierHasher: Sendable {
 
     private let state: Mutex<State>
     private let partCount: Int
-    private let read: @Sendable (Int) throws(StagingError) -> PartBuffer
+    private let read: @Sendable (Int, (UnsafeRawBufferPointer) -> Void) throws(StagingError) -> Void
 
     /// `ready`: parts already in the partial before this pull (resumed ones);
-    /// `read(part)`: reads a part back from the partial.
-    init(partCount: Int, ready: Set<Int>, read: @escaping @Sendable (Int) throws(StagingError) -> PartBuffer) {
+    /// `read(part, body)`: runs `body` on a part's bytes in the partial.
+    init(
+        partCount: Int, ready: Set<Int>,
+        read: @escaping @Sendable (Int, (UnsafeRawBufferPointer) -> Void) throws(StagingError) -> Void
+    ) {
         self.partCount = partCount
         self.read = read
         state = Mutex(State(waiting: ready))
     }
 
-    /// Part `part` has landed and been verified; `bytes` are its contents.
-    func landed(_ part: Int, bytes: UnsafeRawBufferPointer) throws(StagingError) {
+    /// Part `part` has landed in the partial and been verified.
+    func landed(_ part: Int) throws(StagingError) {
         try state.withLock { (state: inout State) throws(StagingError) in
-            guard part == state.next else {
-                state.waiting.insert(part)
-                return
-            }
-            state.hasher.update(bytes)
-            state.next += 1
+            state.waiting.insert(part)
             try advance(&state)
         }
     }
@@ -53,11 +56,29 @@ final class FrontierHasher: Sendable {
 
     private func advance(_ state: inout State) throws(StagingError) {
         while state.waiting.remove(state.next) != nil {
-            let buffer = try read(state.next)
-            try buffer.withBytes { state.hasher.update($0) }
+            try read(state.next) { state.hasher.update($0) }
             state.next += 1
         }
     }
+}
+
+/// Runs `body` on `range` of the file open as `descriptor`, mapped read-only
+/// and shared: the page cache's own pages, so reading them costs no copy.
+/// Mapped one part at a time and unmapped right after, so that a pull's
+/// resident memory stays a few parts, not the file (mapped pages count in RSS).
+func withMapping(
+    _ descriptor: Int32, _ range: Range<UInt64>, path: String, _ body: (UnsafeRawBufferPointer) -> Void
+) throws(StagingError) {
+    guard !range.isEmpty else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+    // mmap wants a page-aligned offset; parts start on block boundaries, but be safe.
+    let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    let start = range.lowerBound / page * page
+    let length = Int(range.upperBound - start)
+    guard let address = mmap(nil, length, PROT_READ, MAP_SHARED, descriptor, off_t(start)), address != MAP_FAILED else {
+        throw .localIO(syscall: "mmap", path: path, errno: errno)
+    }
+    defer { munmap(address, length) }
+    body(UnsafeRawBufferPointer(start: address + Int(range.lowerBound - start), count: Int(range.count)))
 }
 
 /// Bytes of one part; its memory goes back to `pool` (or is freed) with the value.

@@ -340,6 +340,19 @@ final class StagingTests: XCTestCase {
         } catch {
             guard case .integrity(_, "w.bin", 0, _, _) = error else { return XCTFail("\(error)") }
         }
+        // Right block digests, wrong whole-file digest: the manifest contradicts
+        // itself, and the whole-file check catches what no block check can.
+        honest.files[0].blocks = [hex16(xxh3_64(Array(repeating: 1, count: 1000)))]
+        try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: honest.encoded())
+        let contradictory = try await repository.resolve(reference)
+        do {
+            _ = try await makeStaging().pull(contradictory, from: repository)
+            XCTFail("a whole-file digest that does not match was accepted")
+        } catch {
+            guard case .integrity(_, "w.bin", nil, let expected, let actual) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(expected, String(repeating: "0", count: 32))
+            XCTAssertEqual(actual, Digest128.of(Array(repeating: 1, count: 1000)).description)
+        }
         XCTAssertEqual(blobNames(), [])
     }
 }
