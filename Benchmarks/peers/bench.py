@@ -481,7 +481,7 @@ def main():
         "warm direct": "{k: safetensors.safe_open(snapshot/shard, framework='numpy').get_tensor(k) for every key}, per shard",
         "warm open": "weightcache.tensors.load_tensors(Client(), MODEL, shard, via='open')",
         "warm read": "weightcache.tensors.load_tensors(Client(), MODEL, shard, via='read')",
-        "ttft read-through": "fresh daemon, empty staging: Client().read(8 bytes), read(header), read(first tensor)",
+        "ttft read-through": "fresh daemon, empty staging: weightcache.tensors.read_tensor(Client(), MODEL, shard, first tensor's name) (stat, 8 bytes, header, then the tensor into a numpy array)",
         "ttft pull-then-read": "weightcache pull (empty staging), then safe_open(first shard).get_tensor(first tensor)",
     })
 

@@ -125,18 +125,25 @@ def load(a):
 
 
 def ttft_read(a):
+    import numpy  # noqa: F401  (imported before the clock starts, as in ttft_pull)
     from weightcache import Client
+    from weightcache.tensors import read_tensor
 
+    # The loader knows which tensor it wants first (both sides do: pull-then-read
+    # asks safe_open for the same name); which one is taken from the original.
+    n, header = header_of(os.path.join(a.original, a.shard))
+    key, meta = first_tensor(header)
     t0 = time.perf_counter()
     with Client() as c:
         if a.in_flight:
             c.max_in_flight = a.in_flight  # diagnostic: fewer pipelined read requests than the daemon allows
-        (n,) = struct.unpack("<Q", c.read(a.model, a.shard, 0, 8))
-        header = json.loads(c.read(a.model, a.shard, 8, n))
-        key, meta = first_tensor(header)
-        start, end = meta["data_offsets"]
-        data = c.read(a.model, a.shard, 8 + n + start, end - start)
+        # read_tensor: stat, the header (read and checked), then the tensor's
+        # bytes straight into a numpy array, fetched block by block from the
+        # store on this cold model (read-through).
+        tensor = read_tensor(c, a.model, a.shard, key)
         seconds = time.perf_counter() - t0
+    data = tensor.tobytes()
+    start, end = meta["data_offsets"]
     check(a, key, n, start, end, data)
     emit(seconds=seconds, bytes=len(data), tensor=key)
 

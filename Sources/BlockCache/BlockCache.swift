@@ -13,6 +13,10 @@ public struct BlobSource: Sendable {
     /// Loads block `block` (exactly its length: `blockSize`, shorter for the
     /// last) into the buffer. Runs on the reader's thread; may block.
     public typealias Fetch = @Sendable (_ block: Int, _ into: UnsafeMutableRawBufferPointer) throws(CacheError) -> Void
+    /// Loads consecutive blocks `blocks` with one request, each into its
+    /// buffer (in order, each exactly its block's length). Optional: a store
+    /// pays per request, so a multi-block read costs fewer of them.
+    public typealias FetchRun = @Sendable (_ blocks: Range<Int>, _ into: [UnsafeMutableRawBufferPointer]) throws(CacheError) -> Void
 
     public enum Origin: Sendable {
         /// A verified blob on NVMe (staging): blocks are read with pread.
@@ -29,6 +33,8 @@ public struct BlobSource: Sendable {
     /// Where its tensors lie, for a safetensors file: read-ahead then follows
     /// tensor order (`TensorPrefetcher`) as well as block order.
     public var tensors: SafetensorsIndex?
+    /// For a remote origin: loads several blocks at once (see `BlockCache.warm(_:blocks:)`).
+    public var fetchRun: FetchRun?
 
     public init(
         digest: String, origin: Origin, size: UInt64, blockSize: Int, blockDigests: [UInt64], tensors: SafetensorsIndex? = nil
@@ -183,6 +189,56 @@ public final class BlockCache: @unchecked Sendable {
         release(slot)
     }
 
+    /// Loads the absent blocks of `blocks` (of a remote blob with a
+    /// `fetchRun`) in runs of consecutive blocks, one request per run of at
+    /// most `maxRun` blocks, each block checked as `load` checks it; a block
+    /// that fails its check is loaded again on its own (`load`'s retries). Blocks
+    /// another reader is loading, or with no slot free now, are left to the
+    /// caller's reads. Not counted as hits or misses (like `warm(_:block:)`).
+    public func warm(_ blob: BlobSource, blocks: Range<Int>, maxRun: Int = 8) throws(CacheError) {
+        guard let fetchRun = blob.fetchRun, case .remote = blob.origin, blocks.count > 1 else {
+            for block in blocks { try warm(blob, block: block) }
+            return
+        }
+        // Take a filling slot for each absent block, under one lock round.
+        var taken: [(block: Int, slot: Int)] = []
+        condition.lock()
+        for block in blocks where block < blob.blockDigests.count {
+            let key = BlockKey(blob: blob.digest, block: block)
+            guard index[key] == nil, let slot = free.popLast() ?? evict() else { continue }
+            index[key] = slot
+            slots[slot] = Slot(key: key, state: .filling, readers: 0)
+            taken.append((block, slot))
+        }
+        condition.unlock()
+        // Runs of consecutive blocks, each fetched with one request.
+        var first = 0
+        var failure: CacheError?
+        while first < taken.count {
+            var end = first + 1
+            while end < taken.count && taken[end].block == taken[end - 1].block + 1 && end - first < maxRun { end += 1 }
+            let run = taken[first..<end]
+            let targets = run.map { UnsafeMutableRawBufferPointer(rebasing: arena.slot($0.slot)[0..<blockLength(blob, $0.block)]) }
+            var fetched: Result<Void, CacheError> = .success(())
+            do { try fetchRun(run.first!.block..<run.last!.block + 1, targets) } catch { fetched = .failure(error) }
+            for ((block, slot), target) in zip(run, targets) {
+                let key = BlockKey(blob: blob.digest, block: block)
+                // A block that arrived intact is published; any other (the
+                // request failed, or bytes were corrupted on the way) gets
+                // the single-block path with its own retries.
+                let loaded: Result<Void, CacheError> =
+                    if case .success = fetched, xxh3_64(UnsafeRawBufferPointer(target)) == blob.blockDigests[block] {
+                        .success(())
+                    } else {
+                        load(blob, block: block, into: arena.slot(slot))
+                    }
+                if let error = finish(slot, with: key, of: blob, prefetched: false, loaded), failure == nil { failure = error }
+            }
+            first = end
+        }
+        if let failure { throw failure }
+    }
+
     /// The bytes of `range` of `blob`, through the cache.
     public func read(_ blob: BlobSource, range: Range<UInt64>) throws(CacheError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: Int(range.count))
@@ -285,7 +341,14 @@ public final class BlockCache: @unchecked Sendable {
     /// Loads `key` into `slot`, which the caller has marked filling (lock not
     /// held), then publishes it ready, or frees the slot and reports a failure.
     private func fill(_ slot: Int, with key: BlockKey, of blob: BlobSource, prefetched: Bool) -> CacheError? {
-        let loaded = load(blob, block: key.block, into: arena.slot(slot))
+        finish(slot, with: key, of: blob, prefetched: prefetched, load(blob, block: key.block, into: arena.slot(slot)))
+    }
+
+    /// Publishes a filling slot ready once its block is `loaded` (checked), or
+    /// frees it and reports the failure.
+    private func finish(
+        _ slot: Int, with key: BlockKey, of blob: BlobSource, prefetched: Bool, _ loaded: Result<Void, CacheError>
+    ) -> CacheError? {
         condition.lock()
         if case .failure(let error) = loaded {
             index[key] = nil

@@ -103,6 +103,8 @@ public final class Node: @unchecked Sendable {
     /// `transfer.concurrency` requests to the store, shared by every pull
     /// and read-through fetch of the daemon; readers first.
     let transferSlots: PartSlots
+    /// Read-through fetches in flight: a pull a cold read starts waits for them (see `ReadThroughActivity`).
+    let readThrough = ReadThroughActivity()
 
     /// `lockBytes`: `ramCache.lockBytes`, the budget of zero-copy pins (0: off).
     public init(

@@ -88,7 +88,10 @@ extension Node {
         for attempt in 0..<2 {
             let blockSize = UInt64(current.source.blockSize)
             do {
-                for block in Int(current.range.lowerBound / blockSize)...Int((current.range.upperBound - 1) / blockSize) {
+                let blocks = Int(current.range.lowerBound / blockSize)...Int((current.range.upperBound - 1) / blockSize)
+                // From the store: the absent blocks in as few GETs as runs allow.
+                if current.source.fetchRun != nil { try cache.warm(current.source, blocks: blocks.lowerBound..<blocks.upperBound + 1) }
+                for block in blocks {
                     try cache.warm(current.source, block: block)
                 }
                 return current
@@ -154,10 +157,12 @@ extension Node {
         if let digest = file.digest, let known = lock.withLock({ sources[digest] }) { return known }
         if let digest = file.digest, let staged = stagedSource(digest, size: file.size) { return staged }
         if let digest = file.digest, let blocks = file.blockDigests, let entry = file.entry {
-            startPull(of: model)
-            return BlobSource(
+            startPull(of: model, afterReaders: true)
+            var source = BlobSource(
                 digest: digest, origin: .remote(remoteFetch(entry, of: model)), size: file.size,
                 blockSize: model.blockSize, blockDigests: blocks)
+            source.fetchRun = remoteFetchRun(entry, of: model)
+            return source
         }
         // No digests to check a remote block against: only a verified pull will do.
         _ = try waitForPull(of: model)
@@ -217,20 +222,30 @@ extension Node {
         for frame in entry.frames ?? [] { offsets.append(offsets.last! + frame) }
         let frameOffsets = offsets
         let digest = entry.xxh3_128 ?? entry.path
+        let fetchRaw = rawFetcher(entry, of: model)
         let slots = transferSlots
+        let activity = readThrough
         return { (block: Int, target: UnsafeMutableRawBufferPointer) throws(CacheError) -> Void in
             let compressed = entry.encoding == .lz4
             let range: Range<UInt64> =
                 compressed
                 ? frameOffsets[block]..<frameOffsets[block + 1]
                 : UInt64(block) * blockSize..<min(size, UInt64(block + 1) * blockSize)
+            if !compressed {
+                guard target.count >= Int(range.count) else {
+                    throw .origin(blob: digest, block: block, reason: "block of \(range.count) bytes into a \(target.count)-byte slot")
+                }
+                try fetchRaw(range, [UnsafeMutableRawBufferPointer(rebasing: target[0..<Int(range.count)])], block)
+                return
+            }
             let bytes: [UInt8]
             do {
-                // Ahead of any pull's parts: someone is waiting on this block.
-                bytes = try blocking {
-                    try await slots.acquire(priority: -1)
-                    defer { slots.release() }
-                    return try await store.get(key, range: range)
+                bytes = try activity.fetching { () throws(any Error) in
+                    try blocking {
+                        try await slots.acquire(priority: -1)
+                        defer { slots.release() }
+                        return try await store.get(key, range: range)
+                    }
                 }
             } catch {
                 throw .origin(blob: digest, block: block, reason: "\(error)")
@@ -238,14 +253,56 @@ extension Node {
             guard bytes.count == Int(range.count) else {
                 throw .origin(blob: digest, block: block, reason: "short read: \(bytes.count) of \(range.count) bytes")
             }
-            if compressed {
-                do {
-                    try bytes.withUnsafeBytes { input in try LZ4Frame.decompress(input, into: target) }
-                } catch {
-                    throw .integrity(blob: digest, block: block, expected: "an lz4 frame", actual: "undecodable (\(error))")
+            do {
+                try bytes.withUnsafeBytes { input in try LZ4Frame.decompress(input, into: target) }
+            } catch {
+                throw .integrity(blob: digest, block: block, expected: "an lz4 frame", actual: "undecodable (\(error))")
+            }
+        }
+    }
+
+    /// Fetches a run of whole blocks of an unstaged raw file with one ranged
+    /// GET, straight into the cache's slots (no array per block: each was
+    /// fresh pages to fault in and zero, then a copy). `nil` for lz4 files,
+    /// whose blocks are separate frames.
+    func remoteFetchRun(_ entry: Manifest.File, of model: ResolvedModel) -> BlobSource.FetchRun? {
+        guard entry.encoding == .raw else { return nil }
+        let fetchRaw = rawFetcher(entry, of: model)
+        let blockSize = UInt64(model.blockSize)
+        let size = entry.size
+        return { (blocks: Range<Int>, targets: [UnsafeMutableRawBufferPointer]) throws(CacheError) -> Void in
+            let range = UInt64(blocks.lowerBound) * blockSize..<min(size, UInt64(blocks.upperBound) * blockSize)
+            try fetchRaw(range, targets, blocks.lowerBound)
+        }
+    }
+
+    /// GETs `range` of a raw file into `targets` (filled in turn), at reader
+    /// priority, counted as read-through activity; `block` names the first
+    /// block in errors.
+    private func rawFetcher(
+        _ entry: Manifest.File, of model: ResolvedModel
+    ) -> @Sendable (Range<UInt64>, [UnsafeMutableRawBufferPointer], Int) throws(CacheError) -> Void {
+        let store = repository.store
+        let key = repository.key(of: entry, in: model.reference)
+        let digest = entry.xxh3_128 ?? entry.path
+        let slots = transferSlots
+        let activity = readThrough
+        return { range, targets, block throws(CacheError) in
+            let into = targets.map { MemoryTarget($0) }
+            guard into.reduce(0, { $0 + $1.buffer.count }) == Int(range.count) else {
+                throw .origin(blob: digest, block: block, reason: "\(range.count) bytes into targets of another size")
+            }
+            do {
+                try activity.fetching { () throws(any Error) in
+                    // Ahead of any pull's parts: someone is waiting on these blocks.
+                    try blocking {
+                        try await slots.acquire(priority: -1)
+                        defer { slots.release() }
+                        try await store.read(key, range: range, into: into)
+                    }
                 }
-            } else {
-                bytes.withUnsafeBytes { target.copyMemory(from: $0) }
+            } catch {
+                throw .origin(blob: digest, block: block, reason: "\(error)")
             }
         }
     }

@@ -17,11 +17,18 @@ final class PullJob: @unchecked Sendable {
     private let lock = NSLock()
     private var landed: Int64 = 0
     private var running: Task<Staging.PullReport, any Error>?
+    private var waitedOn = false
 
-    /// Starts `work` at once, counting the bytes it reports.
-    init(total: UInt64, work: @escaping Work) {
+    /// Waits before the work starts; `urgent()` says to stop waiting.
+    typealias HoldBack = @Sendable (_ urgent: @escaping @Sendable () -> Bool) async -> Void
+
+    /// Starts `work` (after `holdBack`), counting the bytes it reports.
+    init(total: UInt64, holdBack: HoldBack? = nil, work: @escaping Work) {
         self.total = total
-        let task = Task { try await work { bytes in self.add(bytes) } }
+        let task = Task {
+            await holdBack?({ self.isWaitedOn })
+            return try await work { bytes in self.add(bytes) }
+        }
         lock.withLock { running = task }
     }
 
@@ -31,6 +38,11 @@ final class PullJob: @unchecked Sendable {
     var done: UInt64 { lock.withLock { UInt64(max(0, landed)) } }
 
     private func add(_ bytes: Int64) { lock.withLock { landed += bytes } }
+
+    /// Someone waits for this pull to finish (`open`, `preload`): it must not
+    /// hold back for readers any longer.
+    var isWaitedOn: Bool { lock.withLock { waitedOn } }
+    func markWaitedOn() { lock.withLock { waitedOn = true } }
 }
 
 /// The models whose pulls are under way, in a small JSON file in staging.
@@ -67,9 +79,11 @@ final class PendingPulls: @unchecked Sendable {
 
 extension Node {
     /// The model's pull, started if none is running. Never throws: a failed
-    /// pull is seen by whoever waits for it.
+    /// pull is seen by whoever waits for it. `afterReaders`: a cold read
+    /// started it; it waits (a few seconds at most) until read-through
+    /// fetches go quiet (see `ReadThroughActivity`).
     @discardableResult
-    func startPull(of model: ResolvedModel) -> PullJob? {
+    func startPull(of model: ResolvedModel, afterReaders: Bool = false) -> PullJob? {
         guard let resolved = model.resolved else { return nil }  // from the snapshot: staged already
         lock.lock()
         defer { lock.unlock() }
@@ -80,8 +94,18 @@ extension Node {
         let pending = self.pending
         let reference = model.reference
         let slots = transferSlots
+        let readers = readThrough
         pending.add(reference)
-        let job = PullJob(total: model.bytes) { progress in
+        var holdBack: PullJob.HoldBack?
+        if afterReaders {
+            readers.touch()
+            holdBack = { urgent in
+                let since = ContinuousClock.now
+                await readers.waitUntilQuiet(for: .milliseconds(150), atMost: .seconds(3), urgent: urgent)
+                logger.info("pulling \(reference) in the background, after \(ContinuousClock.now - since) held back for read-through")
+            }
+        }
+        let job = PullJob(total: model.bytes, holdBack: holdBack) { progress in
             let started = ContinuousClock.now
             do {
                 let report = try await staging.pull(resolved, from: repository, progress: progress, slots: slots)
@@ -91,7 +115,11 @@ extension Node {
                     "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), in \(ContinuousClock.now - started)")
                 return report
             } catch {
-                logger.error("pull of \(reference) failed: \(DaemonError.from(error))")
+                if Task.isCancelled {
+                    logger.info("pull of \(reference) stopped; its partials stay for the next start")
+                } else {
+                    logger.error("pull of \(reference) failed: \(DaemonError.from(error))")
+                }
                 throw error
             }
         }
@@ -107,6 +135,7 @@ extension Node {
     /// Waits for the model's pull (starting it if needed).
     func waitForPull(of model: ResolvedModel, progress: (UInt64, UInt64) -> Void = { _, _ in }) throws(DaemonError) -> Staging.PullReport? {
         guard let job = startPull(of: model) else { return nil }
+        job.markWaitedOn()
         let semaphore = DispatchSemaphore(value: 0)
         Task {
             _ = await job.task.result

@@ -46,6 +46,13 @@ public struct OutputFile: Sendable {
     }
 }
 
+/// Caller-owned memory that a read fills in place (`ObjectStore.read(_:range:into:)`).
+/// The caller keeps it valid, and touches it not, until the call returns.
+public struct MemoryTarget: @unchecked Sendable {
+    public let buffer: UnsafeMutableRawBufferPointer
+    public init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
+}
+
 /// Sees every byte a download writes into an `OutputFile`, right after it was
 /// written, with its offset in the file: lets the caller hash what lands while
 /// it is still in the CPU cache instead of reading it back from the file. One
@@ -76,6 +83,12 @@ public protocol ObjectStore: Sendable {
     /// The bytes of `range` (the whole object when nil), held in memory.
     func get(_ key: String, range: Range<UInt64>?) async throws(ObjectStoreError) -> [UInt8]
 
+    /// Reads exactly `range.count` bytes of `range` into `targets`, filling
+    /// each in turn (their sizes add up to `range.count`), or throws: what a
+    /// cache fills its own memory with — several blocks from one request, no
+    /// array allocated and copied per read.
+    func read(_ key: String, range: Range<UInt64>, into targets: [MemoryTarget]) async throws(ObjectStoreError)
+
     /// Writes the bytes of `range` into `file` at `offset`. Exactly
     /// `range.count` bytes are written or the call throws; memory use does not
     /// grow with the range. With `ifMatch`, a changed object is
@@ -102,5 +115,23 @@ public protocol ObjectStore: Sendable {
 extension ObjectStore {
     public func get(_ key: String) async throws(ObjectStoreError) -> [UInt8] {
         try await get(key, range: nil)
+    }
+
+    /// By way of `get`, for stores that have nothing better (a copy per read).
+    public func read(_ key: String, range: Range<UInt64>, into targets: [MemoryTarget]) async throws(ObjectStoreError) {
+        precondition(targets.reduce(0) { $0 + $1.buffer.count } == range.count, "targets must add up to the range")
+        let bytes = try await get(key, range: range)
+        guard bytes.count == range.count else {
+            throw .invalidResponse(
+                ErrorContext(operation: "read", store: name, key: key, range: range),
+                reason: "short read: \(bytes.count) of \(range.count) bytes")
+        }
+        bytes.withUnsafeBytes { source in
+            var position = 0
+            for target in targets {
+                target.buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[position..<position + target.buffer.count]))
+                position += target.buffer.count
+            }
+        }
     }
 }

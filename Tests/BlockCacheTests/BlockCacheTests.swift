@@ -157,6 +157,47 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertEqual(cache.residentBytes(blob: staged.digest, size: staged.size), 0)
     }
 
+    /// Several blocks of a remote blob in one request per run: a run's blocks
+    /// are each checked, a block corrupted in the run is fetched again on its
+    /// own, a failed run falls back to single blocks, resident blocks are not
+    /// asked for, and runs stop at `maxRun` blocks.
+    func testRemoteRunsAreCheckedBlockByBlockAndFallBack() throws {
+        let blockSize = 64 << 10
+        let cache = try BlockCache(budgetBytes: UInt64(16 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 0) { _, _ in }
+        let (staged, bytes) = try makeBlob("runs", size: 9 * blockSize + 10, blockSize: blockSize)
+        let log = Failures()
+        func remote(corruptInRun: Int? = nil, failRuns: Bool = false) -> BlobSource {
+            var source = BlobSource(
+                digest: staged.digest,
+                origin: .remote { (block: Int, target: UnsafeMutableRawBufferPointer) throws(CacheError) -> Void in
+                    log.add("block \(block)")
+                    bytes[block * blockSize..<block * blockSize + target.count].withUnsafeBytes { target.copyMemory(from: $0) }
+                },
+                size: staged.size, blockSize: blockSize, blockDigests: staged.blockDigests)
+            source.fetchRun = { (blocks: Range<Int>, targets: [UnsafeMutableRawBufferPointer]) throws(CacheError) -> Void in
+                log.add("run \(blocks.lowerBound)..<\(blocks.upperBound)")
+                if failRuns { throw .origin(blob: "runs", block: blocks.lowerBound, reason: "connection reset") }
+                for (block, target) in zip(blocks, targets) {
+                    XCTAssertEqual(target.count, min(blockSize, bytes.count - block * blockSize))
+                    bytes[block * blockSize..<block * blockSize + target.count].withUnsafeBytes { target.copyMemory(from: $0) }
+                    if block == corruptInRun { target[7] ^= 0xFF }
+                }
+            }
+            return source
+        }
+        try cache.warm(remote(corruptInRun: 2), blocks: 1..<4)
+        XCTAssertEqual(log.all, ["run 1..<4", "block 2"], "the corrupted block was not fetched again on its own")
+        XCTAssertEqual(cache.residentBytes(blob: staged.digest, size: staged.size), UInt64(3 * blockSize))
+        try cache.warm(remote(), blocks: 0..<10, maxRun: 4)  // 1..<4 resident: runs 0, 4..<8, 8..<10
+        XCTAssertEqual(Array(log.all.dropFirst(2)), ["run 0..<1", "run 4..<8", "run 8..<10"])
+        XCTAssertEqual(try cache.read(remote(), range: 0..<staged.size), bytes)
+        XCTAssertEqual(cache.drop(blob: staged.digest), 10)
+        let before = log.all.count
+        try cache.warm(remote(failRuns: true), blocks: 0..<3)
+        XCTAssertEqual(Array(log.all.dropFirst(before)), ["run 0..<3", "block 0", "block 1", "block 2"])
+        XCTAssertEqual(try cache.read(staged, range: 0..<UInt64(3 * blockSize)), Array(bytes[0..<3 * blockSize]))
+    }
+
     func testReadAheadLoadsTheNextBlocksOfASequentialReader() throws {
         let blockSize = 64 << 10
         let cache = try BlockCache(budgetBytes: UInt64(32 * blockSize), blockSize: blockSize, policy: .s3fifo, readAheadBlocks: 8)

@@ -99,6 +99,8 @@ final class DaemonTests: XCTestCase {
         while try client.stat("cold/model@v1", path: shard).nvme != .staged && ContinuousClock.now < deadline { usleep(100_000) }
         XCTAssertEqual(try client.stat("cold/model@v1", path: shard).nvme, .staged)
         XCTAssertTrue(try client.read("cold/model@v1", path: shard, offset: 0, length: expected.count) == expected)
+        // The pull the cold read started let the reads go first.
+        XCTAssertTrue(daemon.logText.contains("held back for read-through"), daemon.logText)
         XCTAssertEqual(daemon.stop(), 0)
     }
 

@@ -32,6 +32,27 @@ enum StoreContract {
             XCTAssertEqual(got.count, expected.count, "range \(range)", file: file, line: line)
             XCTAssertTrue(got == expected, "range \(range) differs", file: file, line: line)
         }
+        // Into caller memory, scattered over several targets (the cache's
+        // blocks of one read): each filled in turn, exactly.
+        for _ in 0..<50 {
+            let a = UInt64.random(in: 0..<n, using: &generator)
+            let b = UInt64.random(in: a + 1...min(n, a + (1 << 20)), using: &generator)
+            var cuts = (0..<Int.random(in: 0...4, using: &generator)).map { _ in Int.random(in: 0...Int(b - a), using: &generator) }
+            cuts = [0] + cuts.sorted() + [Int(b - a)]
+            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(b - a), alignment: 64)
+            defer { memory.deallocate() }
+            memory.initializeMemory(as: UInt8.self, repeating: 0)
+            let targets = zip(cuts, cuts.dropFirst()).map { MemoryTarget(UnsafeMutableRawBufferPointer(rebasing: memory[$0..<$1])) }
+            try await store.read("ranges/object.bin", range: a..<b, into: targets)
+            XCTAssertTrue(Array(memory) == Array(bytes[Int(a)..<Int(b)]), "read \(a)..<\(b) into \(targets.count) targets differs", file: file, line: line)
+        }
+        // Asking for more than the object has is an error, not a short fill.
+        do {
+            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 100, alignment: 64)
+            defer { memory.deallocate() }
+            try await store.read("ranges/object.bin", range: (n - 50)..<(n + 50), into: [MemoryTarget(memory)])
+            XCTFail("a read past the end filled its target", file: file, line: line)
+        } catch {}
         // A range that starts past the end is an error, not silence.
         for range in [n..<(n + 1), (n + 10)..<(n + 20)] {
             do {

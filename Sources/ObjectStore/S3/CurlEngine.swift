@@ -27,6 +27,18 @@ struct HTTPRequest: Sendable {
         /// Write a 2xx body into `file` at `offset`; more than `length` bytes is
         /// an error. Error bodies still go to memory, for their XML.
         case file(OutputFile, offset: UInt64, length: UInt64, progress: ProgressHandler?)
+        /// Copy a 2xx body into caller-owned memory, filling each target in
+        /// turn; more than they hold together is an error.
+        case buffers([MemoryTarget])
+
+        /// The exact 2xx body length expected, for sinks that have one.
+        var expectedLength: UInt64? {
+            switch self {
+            case .memory: nil
+            case .file(_, _, let length, _): length
+            case .buffers(let targets): UInt64(targets.reduce(0) { $0 + $1.buffer.count })
+            }
+        }
     }
 
     /// `CURLOPT_AWS_SIGV4` provider ("aws:amz:REGION:s3") and `user:secret`.
@@ -56,7 +68,7 @@ struct HTTPOutcome: Sendable {
     /// Lower-cased names.
     var headers: [String: String]
     var body: [UInt8]
-    /// Bytes written into a file sink.
+    /// Bytes written into a file or buffer sink.
     var written: UInt64
     /// Set when a file sink's write failed: (syscall, errno), or ("overflow", 0).
     var sinkFailure: (syscall: String, errno: Int32)?

@@ -147,6 +147,30 @@ final class Transfer: @unchecked Sendable {
             written += UInt64(done)
             progress?(Int64(done))
             return chunk.count
+        case .buffers(let targets):
+            // Which target `written` falls in, and where in it: targets are
+            // few (the blocks of one read), so a walk from the front is cheap.
+            var taken = 0
+            var index = 0
+            var skip = Int(written)
+            while index < targets.count && skip >= targets[index].buffer.count {
+                skip -= targets[index].buffer.count
+                index += 1
+            }
+            while taken < chunk.count {
+                guard index < targets.count else {
+                    sinkFailure = ("overflow", 0)
+                    return 0
+                }
+                let target = targets[index].buffer
+                let n = min(chunk.count - taken, target.count - skip)
+                (target.baseAddress! + skip).copyMemory(from: chunk.baseAddress! + taken, byteCount: n)
+                taken += n
+                skip = 0
+                index += 1
+            }
+            written += UInt64(chunk.count)
+            return chunk.count
         case .memory(let limit):
             guard body.count + chunk.count <= limit else {
                 sinkFailure = ("overflow", 0)

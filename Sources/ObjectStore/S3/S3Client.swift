@@ -126,7 +126,7 @@ public final class S3Client: Sendable {
         context.status = outcome.status
         context.requestID = outcome.headers["x-amz-request-id"]
         if (200..<300).contains(outcome.status) {
-            if case .file(_, _, let length, _) = request.sink, outcome.written != length {
+            if let length = request.sink.expectedLength, outcome.written != length {
                 return .invalidResponse(context, reason: "short body: \(outcome.written) of \(length) bytes")
             }
             return nil

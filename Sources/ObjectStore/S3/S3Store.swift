@@ -44,6 +44,20 @@ public struct S3Store: ObjectStore {
         return outcome.body
     }
 
+    public func read(_ key: String, range: Range<UInt64>, into targets: [MemoryTarget]) async throws(ObjectStoreError) {
+        precondition(targets.reduce(0) { $0 + $1.buffer.count } == range.count, "targets must add up to the range")
+        if range.isEmpty { return }
+        var request = client.request(.get, bucket: bucket, key: try checked(key), headers: [Self.rangeHeader(range)])
+        request.sink = .buffers(targets)
+        let outcome = try await client.send(request, context("GetObject", key, range))
+        // A server that ignores Range answers 200 with the whole object: more
+        // bytes than the targets hold (refused as it arrives), or, for a range
+        // from 0 to the end, exactly the bytes asked for.
+        if outcome.status == 200 && range.lowerBound > 0 {
+            throw .invalidResponse(context("GetObject", key, range), reason: "the server ignored the Range header")
+        }
+    }
+
     public func download(
         _ key: String, range: Range<UInt64>, into file: OutputFile, at offset: UInt64,
         ifMatch etag: String?, progress: ProgressHandler?

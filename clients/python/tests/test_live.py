@@ -92,7 +92,7 @@ def test_c_safetensors_via_open_and_read_match_original():
     import numpy as np
     import safetensors.numpy
 
-    from weightcache.tensors import load_tensors
+    from weightcache.tensors import load_tensors, read_tensor
     model, files = cfg["WEIGHTCACHE_TEST_MODEL"], local_files(cfg["WEIGHTCACHE_TEST_MODEL_DIR"])
     shards = [rel for rel in files if rel.endswith(".safetensors")]
     assert shards, "the test model has no .safetensors file"
@@ -107,6 +107,13 @@ def test_c_safetensors_via_open_and_read_match_original():
                 for name, tensor in expected.items():
                     assert got[name].dtype == tensor.dtype and got[name].shape == tensor.shape, (rel, via, name)
                     assert np.array_equal(got[name], tensor), (rel, via, name)
+            # One tensor at a time, by name, without the rest of the file.
+            for name, tensor in expected.items():
+                one = read_tensor(c, model, rel, name)
+                assert one.dtype == tensor.dtype and one.shape == tensor.shape, (rel, name)
+                assert np.array_equal(one, tensor), (rel, name)
+            with pytest.raises(KeyError):
+                read_tensor(c, model, rel, "no such tensor")
 
 
 def test_d_open_descriptor_matches_original():

@@ -150,3 +150,13 @@ def test_parse_header_reports_file_order():
     base, entries = parse_header(data)
     assert base == 8 + struct.unpack_from("<Q", data)[0]
     assert [(e[0], e[4], e[5]) for e in entries] in ([("a", 0, 12), ("b", 12, 14)], [("b", 0, 2), ("a", 2, 14)])
+
+
+def test_parse_header_from_the_first_bytes_and_the_file_size():
+    data = st.save({"b": np.zeros(2, np.uint8), "a": np.zeros(3, np.float32)})
+    base, entries = parse_header(data)
+    assert parse_header(data[:base], len(data)) == (base, entries)
+    with pytest.raises(SafetensorsFormatError):  # the tensors must end where the file does
+        parse_header(data[:base], len(data) + 1)
+    with pytest.raises(ValueError):  # the header itself must be there
+        parse_header(data[:base - 1], len(data))

@@ -387,14 +387,20 @@ class Client:
         error: Optional[WeightCacheError] = None
         error_pos = length
 
-        def send_next() -> bool:
+        def next_request() -> Optional[bytes]:
             pos = next(starts, None)
             if pos is None or pos >= eof or error is not None:
-                return False
+                return None
             n = min(step, length - pos)
             rid = self._new_id()
             in_flight[rid] = (pos, n)
-            self._send(wire.encode_request(wire.READ, rid, model, path, offset + pos, n))
+            return wire.encode_request(wire.READ, rid, model, path, offset + pos, n)
+
+        def send_next() -> bool:
+            frame = next_request()
+            if frame is None:
+                return False
+            self._send(frame)
             return True
 
         def into(type_: int, rid: int, size: int) -> Optional[memoryview]:
@@ -405,8 +411,21 @@ class Client:
 
         delivered = 0
         try:
-            while len(in_flight) < self.max_in_flight and send_next():
-                pass
+            # The first window goes out in one write, so that the daemon sees
+            # every request at once and runs them side by side (one at a time,
+            # it answers the first on its reading thread before it reads the next).
+            window = []
+            while len(in_flight) < self.max_in_flight:
+                frame = next_request()
+                if frame is None:
+                    break
+                window.append(frame)
+            for frame in window:
+                limit = getattr(self, "max_request_frame", 0)
+                if limit and len(frame) > limit:
+                    raise ValueError(f"request frame of {len(frame)} bytes is over the daemon's {limit}")
+            if window:
+                self._guard(lambda: self._sock.sendall(b"".join(window)))
             while in_flight:
                 frame = self._receive(set(in_flight), into=into if target is not None else None)
                 pos, n = in_flight.pop(frame.request)

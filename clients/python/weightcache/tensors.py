@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     import numpy
@@ -57,6 +57,39 @@ def load_tensors(client: "Client", model: str, path: str, via: str = "open") -> 
             raise ValueError(f"{path}: the file ended after {got} of its {size} bytes")
         return tensors_from_buffer(buffer)
     raise ValueError(f"via must be 'open' or 'read', not {via!r}")
+
+
+def read_tensor(client: "Client", model: str, path: str, name: str) -> "numpy.ndarray":
+    """One tensor of a safetensors file, by name, without the rest of the
+    file: its header is read and checked (as parse_header checks a whole
+    file), then the tensor's bytes are received straight into a new numpy
+    array of its dtype and shape (client.read_into: one copy).  On a model
+    not staged yet the daemon fetches just those blocks from the store
+    (read-through), so the first tensor can be in hand long before the
+    whole model is.  KeyError for an unknown name; SafetensorsFormatError and
+    UnsupportedDtype as tensors_from_buffer raises them.  Only numpy is needed."""
+    np = _numpy()
+    size = client.stat(model, path).size
+    prefix = client.read(model, path, 0, min(size, 8))
+    if len(prefix) < 8:
+        raise SafetensorsFormatError(f"invalid safetensors file: {size} bytes, too short for the header length")
+    length = int.from_bytes(prefix, "little")
+    if length > _MAX_HEADER or 8 + length > size:
+        parse_header(prefix, size)  # raises the error safetensors would
+    header = prefix + client.read(model, path, 8, length)
+    base, entries = parse_header(header, size)
+    for entry_name, dtype, shape, elements, start, stop in entries:
+        if entry_name != name:
+            continue
+        if dtype not in _NUMPY_TYPES:
+            raise UnsupportedDtype(f"{dtype} (tensor {name!r}): numpy has no such type")
+        array = np.empty(shape, dtype=_NUMPY_TYPES[dtype])
+        if stop > start:
+            got = client.read_into(model, path, base + start, array.reshape(-1).view(np.uint8))
+            if got != stop - start:
+                raise ValueError(f"{path}: the file ended {got} bytes into tensor {name!r}")
+        return array
+    raise KeyError(f"{path} has no tensor {name!r}")
 
 
 # ------------------------------------------------------------ safetensors parsing
@@ -114,16 +147,19 @@ def _entry(name: str, info: object) -> _Entry:
     return name, dtype, tuple(shape), elements, offsets[0], offsets[1]
 
 
-def parse_header(data: Union[bytes, bytearray, memoryview]) -> Tuple[int, List[_Entry]]:
+def parse_header(data: Union[bytes, bytearray, memoryview], size: Optional[int] = None) -> Tuple[int, List[_Entry]]:
     """(offset of the data section, tensor entries in file order) of a whole
     safetensors file, validated as safetensors does: header length at most
     100 MB and inside the file, a UTF-8 JSON object whose `__metadata__` (if
     any) maps strings to strings, known dtypes, tensors back to back from 0
     in offset order, each exactly as long as its shape and dtype say, the
-    last ending at the end of the file.  SafetensorsFormatError otherwise."""
+    last ending at the end of the file.  SafetensorsFormatError otherwise.
+    With `size`, `data` may be just the file's first bytes (its header
+    included) and `size` the length of the whole file."""
     with memoryview(data) as whole, whole.cast("B") as view:
-        size = len(view)
-        if size < 8:
+        if size is None:
+            size = len(view)
+        if len(view) < 8:
             raise SafetensorsFormatError(f"invalid safetensors file: {size} bytes, too short for the header length")
         length = int.from_bytes(view[:8], "little")
         if length > _MAX_HEADER:
@@ -131,6 +167,8 @@ def parse_header(data: Union[bytes, bytearray, memoryview]) -> Tuple[int, List[_
         if 8 + length > size:
             raise SafetensorsFormatError(
                 f"invalid safetensors file: header length {length} runs past the end of the {size}-byte file")
+        if 8 + length > len(view):
+            raise ValueError(f"parse_header needs the first {8 + length} bytes of the file, got {len(view)}")
         raw = bytes(view[8:8 + length])
     try:
         header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
