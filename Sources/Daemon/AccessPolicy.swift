@@ -39,6 +39,20 @@ public struct AccessPolicy: Sendable, Equatable {
         return everyoneReads || readUsers.contains(peer.uid) || !readGroups.isDisjoint(with: groups())
     }
 
+    /// What `peer` may do, decided once: a connection's credentials are
+    /// fixed when it is made (SO_PEERCRED), and reading the peer's groups
+    /// from /proc for every request cost tens of µs per read.
+    public func grants(for peer: PeerCredentials) -> Grants {
+        Grants(read: allows(peer, admin: false), admin: allows(peer, admin: true))
+    }
+
+    /// The operations one connection's peer may run.
+    public struct Grants: Sendable, Equatable {
+        public var read: Bool
+        public var admin: Bool
+        public func allows(admin needsAdmin: Bool) -> Bool { needsAdmin ? admin : read }
+    }
+
     static func groups(of peer: PeerCredentials) -> Set<UInt32> {
         var groups: Set<UInt32> = [peer.gid]
         // "Groups:\t27 100 ..." — best effort: a peer that exited has no /proc entry.

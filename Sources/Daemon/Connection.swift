@@ -60,6 +60,7 @@ final class Connection: @unchecked Sendable {
             return
         }
         logger[metadataKey: "peer"] = "uid=\(peer.uid) pid=\(peer.pid)"
+        let grants = server.access.grants(for: peer)
         socket.setSendTimeout(seconds: 30)
         socket.setSendBuffer(bytes: 4 << 20)
         var decoder = FrameDecoder(maxFrameSize: server.limits.maxRequestFrame)
@@ -84,7 +85,7 @@ final class Connection: @unchecked Sendable {
             decoder.append(buffer[0..<count])
             do {
                 while let frame = try decoder.next() {
-                    guard handle(frame, peer: peer, greeted: &greeted, more: decoder.buffered >= Frame.headerSize) else { return }
+                    guard handle(frame, peer: peer, grants: grants, greeted: &greeted, more: decoder.buffered >= Frame.headerSize) else { return }
                 }
             } catch {
                 send(.error(.malformed, "\(error)"), request: 0)
@@ -94,7 +95,9 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Handles one frame; false when the connection must close.
-    private func handle(_ frame: Frame, peer: PeerCredentials, greeted: inout Bool, more: Bool) -> Bool {
+    private func handle(
+        _ frame: Frame, peer: PeerCredentials, grants: AccessPolicy.Grants, greeted: inout Bool, more: Bool
+    ) -> Bool {
         let request: Request
         do { request = try Request(decoding: frame) } catch {
             if case .unknownType(let type, let id) = error, greeted {
@@ -123,9 +126,9 @@ final class Connection: @unchecked Sendable {
         }
         count {
             $0.total += 1
-            $0.byOperation["\(request.type)", default: 0] += 1
+            $0.byOperation[request.type.name, default: 0] += 1
         }
-        guard server.access.allows(peer, admin: request.needsAdmin) else {
+        guard grants.allows(admin: request.needsAdmin) else {
             count { $0.denied += 1 }
             send(.error(.permissionDenied, "uid \(peer.uid) may not \(request.needsAdmin ? "administer" : "read") (see access.* in the configuration)"), request: frame.request)
             return true

@@ -12,6 +12,35 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     case error = 0xFF
 
     public var isRequest: Bool { rawValue < 0x80 }
+
+    /// The name of the message, as in docs/protocol.md and the daemon's
+    /// per-operation counters. A switch, not `"\(self)"`: interpolating an
+    /// enum goes through runtime reflection, measured at a few µs per request.
+    public var name: String {
+        switch self {
+        case .hello: "hello"
+        case .resolve: "resolve"
+        case .stat: "stat"
+        case .list: "list"
+        case .read: "read"
+        case .open: "open"
+        case .preload: "preload"
+        case .pin: "pin"
+        case .unpin: "unpin"
+        case .evict: "evict"
+        case .stats: "stats"
+        case .ok: "ok"
+        case .helloOK: "helloOK"
+        case .model: "model"
+        case .file: "file"
+        case .models: "models"
+        case .data: "data"
+        case .opened: "opened"
+        case .progress: "progress"
+        case .statsReply: "statsReply"
+        case .error: "error"
+        }
+    }
 }
 
 /// Where data lives: `preload` brings a model up to a tier; `evict` removes

@@ -113,3 +113,10 @@ import Wire
         return frames
     }
 }
+
+/// The counters' operation names: the case names, spelled without reflection.
+@Test func messageNamesAreTheCaseNames() {
+    for type in MessageType.allCases {
+        #expect(type.name == "\(type)")
+    }
+}
