@@ -674,9 +674,10 @@ def markdown(res):
         L.append("")
         L.append(f"read-through / pull-then-read = {t['ratio_read_through_to_pull_then_read']:.3f}; first tensor "
                  f"`{t['read-through']['runs'][0]['tensor']}` ({t['read-through']['runs'][0]['bytes']} bytes), "
-                 f"compared with the original every run. The read-through reads the tensor with one `Client.read`, "
-                 f"which the client pipelines as 8 MiB requests up to the daemon's maxInFlight; the last row (a "
-                 f"diagnostic, not a target) caps the client at one request in flight.")
+                 f"compared with the original every run. The read-through reads it with `weightcache.tensors.read_tensor` "
+                 f"(stat, header, then the tensor into a numpy array with one `read_into`, which the client pipelines "
+                 f"as 8 MiB requests up to the daemon's maxInFlight); both sides import numpy before the clock starts; "
+                 f"the last row (a diagnostic, not a target) caps the client at one request in flight.")
         L.append("")
     if res.get("memory"):
         mm = res["memory"]
