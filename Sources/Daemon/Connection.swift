@@ -82,7 +82,7 @@ final class Connection: @unchecked Sendable {
             }
             guard count > 0 else { return }  // the client closed (or drain shut reading)
             lastActivity = .now
-            decoder.append(buffer[0..<count])
+            buffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
             do {
                 while let frame = try decoder.next() {
                     guard handle(frame, peer: peer, grants: grants, greeted: &greeted, more: decoder.buffered >= Frame.headerSize) else { return }

@@ -74,11 +74,23 @@ public struct FrameDecoder: Sendable {
     public var buffered: Int { buffer.count - start }
 
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        compact()
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The same for raw bytes: not generic, so a caller in another module
+    /// does not go through an unspecialized, element-by-element append (seen
+    /// in perf on every request the daemon read).
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        compact()
+        buffer.append(contentsOf: bytes)
+    }
+
+    private mutating func compact() {
         if start > 0 && start >= buffer.count / 2 {
             buffer.removeFirst(start)
             start = 0
         }
-        buffer.append(contentsOf: bytes)
     }
 
     /// The next complete frame, or nil until more bytes arrive.
