@@ -161,6 +161,25 @@ public final class BlockCache: @unchecked Sendable {
         return min(size, UInt64(blocks) * UInt64(blockSize))
     }
 
+    /// Runs `body` on block `block` of blob `digest` if it is resident and
+    /// ready (checked on its way in), holding it meanwhile so that it is not
+    /// evicted under `body`; false, without loading anything, if it is not.
+    /// Not counted as a hit: the pull uses it to take blocks a reader already
+    /// fetched instead of fetching them again.
+    public func withResident(blob digest: String, block: Int, _ body: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        let key = BlockKey(blob: digest, block: block)
+        condition.lock()
+        guard let slot = index[key], slots[slot].state == .ready else {
+            condition.unlock()
+            return false
+        }
+        slots[slot].readers += 1
+        condition.unlock()
+        body(UnsafeRawBufferPointer(arena.slot(slot)))
+        release(slot)
+        return true
+    }
+
     /// Every block resident now, in no particular order (for the warm set).
     public func residentBlocks() -> [BlockKey] {
         condition.withLock { slots.compactMap { $0.state == .ready ? $0.key : nil } }

@@ -1,3 +1,4 @@
+import BlockCache
 import Foundation
 import Logging
 import Models
@@ -94,6 +95,7 @@ extension Node {
         let pending = self.pending
         let reference = model.reference
         let slots = transferSlots
+        let cache = self.cache
         let readers = readThrough
         pending.add(reference)
         var holdBack: PullJob.HoldBack?
@@ -108,11 +110,12 @@ extension Node {
         let job = PullJob(total: model.bytes, holdBack: holdBack) { progress in
             let started = ContinuousClock.now
             do {
-                let report = try await staging.pull(resolved, from: repository, progress: progress, slots: slots)
+                let report = try await staging.pull(
+                    resolved, from: repository, progress: progress, slots: slots, donor: RAMTierDonor(cache: cache))
                 pending.remove(reference)
                 self.counters.withLock { $0.bytesPulled += report.downloaded }
                 logger.info(
-                    "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), in \(ContinuousClock.now - started)")
+                    "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), from RAM \(report.donated), in \(ContinuousClock.now - started)")
                 return report
             } catch {
                 if Task.isCancelled {
@@ -183,6 +186,19 @@ extension Node {
             logger.warning("\(jobs.count) pull(s) still stopping after \(timeout); exiting anyway")
         } else {
             logger.info("parked \(jobs.count) pull(s) for the next start")
+        }
+    }
+}
+
+/// The RAM tier as a pull's `BlockDonor`: blocks that read-through fetched
+/// (keyed by the blob's xxh3-128, as the pull names it) are copied from the
+/// arena instead of fetched again.
+struct RAMTierDonor: BlockDonor {
+    let cache: BlockCache
+
+    func copy(blob digest: String, block: Int, into target: UnsafeMutableRawBufferPointer) -> Bool {
+        cache.withResident(blob: digest, block: block) { bytes in
+            target.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<min(bytes.count, target.count)]))
         }
     }
 }

@@ -31,6 +31,8 @@ struct BlobPuller: Sendable {
     var evictions: EvictionCounter? = nil
     var durability: Durability = .deferred
     var freeSpace: FreeSpaceProbe = .statvfs
+    /// Where verified blocks may already be in memory (the daemon's RAM tier).
+    var donor: (any BlockDonor)? = nil
 
     struct Outcome: Sendable, Equatable {
         var digest: String
@@ -38,6 +40,8 @@ struct BlobPuller: Sendable {
         var downloaded: UInt64
         /// Bytes found verified in a partial left by an earlier, interrupted pull.
         var resumed: UInt64
+        /// Bytes taken from the RAM tier (a `BlockDonor`) instead of the store.
+        var donated: UInt64 = 0
         /// True when the blob was already staged: nothing was fetched.
         var alreadyStaged: Bool
     }
@@ -165,6 +169,29 @@ struct BlobPuller: Sendable {
         }
         let downloader = self.downloader
         let blocksPerPart = Int(downloader.partSize) / blockSize
+        // Blocks a reader already brought into RAM (read-through) are taken
+        // from there, checked again against the manifest: fetched once, not twice.
+        var donated: UInt64 = 0
+        if let donor, file.encoding == .raw, let digest = file.xxh3_128, let expected {
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 64)
+            defer { scratch.deallocate() }
+            for block in landed.indices where !landed[block] {
+                let range = Self.range(ofBlock: block, blockSize: blockSize, size: size)
+                let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<Int(range.count)])
+                guard donor.copy(blob: digest, block: block, into: bytes) else { continue }
+                let actual = xxh3_64(UnsafeRawBufferPointer(bytes))
+                guard actual == expected[block] else { continue }
+                try partial.write(UnsafeRawBufferPointer(bytes), at: range.lowerBound)
+                digests.set(block, actual)
+                try map.set(block..<block + 1, landed: true)
+                landed[block] = true
+                donated += UInt64(range.count)
+            }
+            if donated > 0 {
+                logger.info("\(model) \(file.path): \(donated) bytes taken from the RAM tier, fetched by readers already")
+                progress?(Int64(donated))
+            }
+        }
         let parts = (0..<downloader.partCount(size)).filter { part in
             let blocks = (part * blocksPerPart)..<min(blockCount, (part + 1) * blocksPerPart)
             return blocks.contains { !landed[$0] }
@@ -273,7 +300,7 @@ struct BlobPuller: Sendable {
             syncDirectory(layout.blobs)
         }
         unlink(layout.blockMap(id))
-        return Outcome(digest: whole.description, downloaded: downloaded, resumed: resumed, alreadyStaged: false)
+        return Outcome(digest: whole.description, downloaded: downloaded, resumed: resumed, donated: donated, alreadyStaged: false)
     }
 
     static func range(ofBlock block: Int, blockSize: Int, size: UInt64) -> Range<UInt64> {

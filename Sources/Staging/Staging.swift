@@ -33,11 +33,16 @@ public struct Staging: Sendable {
         public var downloaded: UInt64
         /// Taken, re-verified, from partials of interrupted pulls.
         public var resumed: UInt64
+        /// Taken, re-verified, from memory (a `BlockDonor`): blocks readers had fetched.
+        public var donated: UInt64 = 0
         /// Files that were already staged (or shared with another model).
         public var alreadyStaged: Int
     }
 
     /// Pulls every file of `model` into blobs/, then publishes its snapshot.
+    /// `donor`: where verified blocks of its files may already be in memory
+    /// (the daemon's RAM tier, after read-through): they are copied from there,
+    /// checked against the manifest again, instead of fetched.
     /// Files go in order, each in parallel parts; the next file starts while
     /// the previous one finishes (its last parts, its publish), sharing the
     /// same `transfer.concurrency` slots at a lower priority, so the link
@@ -46,7 +51,7 @@ public struct Staging: Sendable {
     /// pulls and read-through fetches); by default the pull's own.
     public func pull(
         _ model: ModelRepository.Resolved, from repository: ModelRepository, progress: ProgressHandler? = nil,
-        slots: PartSlots? = nil
+        slots: PartSlots? = nil, donor: (any BlockDonor)? = nil
     ) async throws(StagingError) -> PullReport {
         try layout.prepare()
         let blockSize = model.manifest.blockSize
@@ -58,6 +63,7 @@ public struct Staging: Sendable {
         let files = model.manifest.files
         var base = puller
         base.downloader = downloader
+        base.donor = donor
         let (template, name) = (base, model.reference.description)
         let outcomes: [BlobPuller.Outcome]
         do {
@@ -78,6 +84,7 @@ public struct Staging: Sendable {
             report.bytes += file.size
             report.downloaded += outcome.downloaded
             report.resumed += outcome.resumed
+            report.donated += outcome.donated
             if outcome.alreadyStaged { report.alreadyStaged += 1 }
         }
         report.snapshot = try snapshots.write(model.reference, files: zip(files, outcomes).map { ($0.path, $1.digest) })
@@ -94,4 +101,13 @@ public struct Staging: Sendable {
     public func path(of reference: ModelReference) throws(StagingError) -> String {
         try snapshots.path(of: reference)
     }
+}
+
+/// Verified blocks a pull may take instead of fetching them: the daemon's RAM
+/// tier holds the blocks read-through brought in, each checked against the
+/// manifest on its way in (the pull checks them again).
+public protocol BlockDonor: Sendable {
+    /// Copies block `block` of the blob named `digest` (xxh3-128) into
+    /// `target` (exactly that block's length) if it is at hand; false if not.
+    func copy(blob digest: String, block: Int, into target: UnsafeMutableRawBufferPointer) -> Bool
 }

@@ -1,6 +1,7 @@
 // The daemon, end to end: a real `weightcache serve` on a Unix socket, the
 // real SeaweedFS behind it, and clients speaking the protocol.
 import Foundation
+import Integrity
 import UnixSocket
 import WeightCacheClient
 import Wire
@@ -101,6 +102,29 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(try client.read("cold/model@v1", path: shard, offset: 0, length: expected.count) == expected)
         // The pull the cold read started let the reads go first.
         XCTAssertTrue(daemon.logText.contains("held back for read-through"), daemon.logText)
+        XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// A model read whole through read-through before its pull starts: the
+    /// pull takes the blocks from the RAM tier (checked again) instead of
+    /// fetching them a second time, and the staged file is right.
+    func testThePullTakesBlocksReadersAlreadyFetched() async throws {
+        let daemon = try await DaemonHarness(tag: "donor")
+        let folder = try daemon.pushModel("donor@main", bigMiB: 24, shards: 1, seed: 19)
+        try daemon.start()
+        let client = try daemon.client()
+        let shard = "model-00001-of-00001.safetensors"
+        let expected = try original(folder, shard)
+        XCTAssertTrue(try client.read("donor@main", path: shard, offset: 0, length: expected.count) == expected)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try client.stat("donor@main", path: shard).nvme != .staged && ContinuousClock.now < deadline { usleep(50_000) }
+        let info = try client.stat("donor@main", path: shard)
+        XCTAssertEqual(info.nvme, .staged)
+        XCTAssertEqual(try Digest128.ofFile(atPath: daemon.directory + "/staging/blobs/" + info.digest).description, info.digest)
+        let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as! [String: Any]
+        let pulled = (stats["nvme"] as! [String: Any])["bytesFromStore"] as! Int
+        XCTAssertLessThan(pulled, expected.count / 2, "the pull fetched the shard again although RAM held it (\(pulled) bytes)")
+        XCTAssertTrue(daemon.logText.contains("taken from the RAM tier"), daemon.logText)
         XCTAssertEqual(daemon.stop(), 0)
     }
 
