@@ -299,7 +299,11 @@ final class Connection: @unchecked Sendable {
             return last.target
         }
         let target = try node.target(model: model, path: path)
-        lastTarget = (model, path, generation, .now, target)
+        // Only a staged file's target is kept: a file still read through
+        // from the store is looked up again on every read, so that the first
+        // read after its pull lands comes from NVMe (and sees its blob, damage
+        // included), not from the store until the next change is noticed.
+        lastTarget = target.source.path == nil ? nil : (model, path, generation, .now, target)
         return target
     }
 

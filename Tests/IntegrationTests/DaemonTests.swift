@@ -250,6 +250,9 @@ final class DaemonTests: XCTestCase {
         let end = ContinuousClock.now + .seconds(90)
         while try client.stat("park@main", path: shard).nvme != .staged && ContinuousClock.now < end { usleep(200_000) }
         XCTAssertEqual(try client.stat("park@main", path: shard).nvme, .staged, daemon.logText)
+        // The file is staged a moment before the pull logs its report.
+        let logged = ContinuousClock.now + .seconds(30)
+        while !daemon.logText.contains("pulled park@main") && ContinuousClock.now < logged { usleep(50_000) }
         let log = daemon.logText
         XCTAssertTrue(log.contains("resuming the pull of park@main"), log)
         let resumed = log.range(of: "resumed ").flatMap { UInt64(log[$0.upperBound...].prefix { $0.isNumber }) } ?? 0
