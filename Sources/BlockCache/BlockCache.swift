@@ -208,17 +208,23 @@ public final class BlockCache: @unchecked Sendable {
         release(slot)
     }
 
-    /// Loads the absent blocks of `blocks` (of a remote blob with a
-    /// `fetchRun`) in runs of consecutive blocks, one request per run of at
-    /// most `maxRun` blocks, each block checked as `load` checks it; a block
-    /// that fails its check is loaded again on its own (`load`'s retries). Blocks
-    /// another reader is loading, or with no slot free now, are left to the
-    /// caller's reads. Not counted as hits or misses (like `warm(_:block:)`).
+    /// Makes every block of `blocks` resident, like `warm(_:block:)` on each.
+    /// For a remote blob with a `fetchRun`, the absent ones are first loaded in
+    /// runs of consecutive blocks, one request per run of at most `maxRun`
+    /// blocks, each block checked as `load` checks it; a block that fails its
+    /// check is loaded again on its own (`load`'s retries). Not counted as
+    /// hits or misses.
     public func warm(_ blob: BlobSource, blocks: Range<Int>, maxRun: Int = 8) throws(CacheError) {
-        guard let fetchRun = blob.fetchRun, case .remote = blob.origin, blocks.count > 1 else {
-            for block in blocks { try warm(blob, block: block) }
-            return
+        if let fetchRun = blob.fetchRun, case .remote = blob.origin, blocks.count > 1 {
+            try loadRuns(blob, blocks: blocks, maxRun: maxRun, fetchRun)
         }
+        // Blocks another reader was loading, or that found no free slot.
+        for block in blocks { try warm(blob, block: block) }
+    }
+
+    private func loadRuns(
+        _ blob: BlobSource, blocks: Range<Int>, maxRun: Int, _ fetchRun: BlobSource.FetchRun
+    ) throws(CacheError) {
         // Take a filling slot for each absent block, under one lock round.
         var taken: [(block: Int, slot: Int)] = []
         condition.lock()

@@ -88,12 +88,9 @@ extension Node {
         for attempt in 0..<2 {
             let blockSize = UInt64(current.source.blockSize)
             do {
-                let blocks = Int(current.range.lowerBound / blockSize)...Int((current.range.upperBound - 1) / blockSize)
-                // From the store: the absent blocks in as few GETs as runs allow.
-                if current.source.fetchRun != nil { try cache.warm(current.source, blocks: blocks.lowerBound..<blocks.upperBound + 1) }
-                for block in blocks {
-                    try cache.warm(current.source, block: block)
-                }
+                // From the store, the absent blocks come in as few GETs as runs allow.
+                let first = Int(current.range.lowerBound / blockSize)
+                try cache.warm(current.source, blocks: first..<Int((current.range.upperBound - 1) / blockSize) + 1)
                 return current
             } catch {
                 guard attempt == 0, recoverable(error, current) else { throw DaemonError(error) }
@@ -238,17 +235,8 @@ extension Node {
                 try fetchRaw(range, [UnsafeMutableRawBufferPointer(rebasing: target[0..<Int(range.count)])], block)
                 return
             }
-            let bytes: [UInt8]
-            do {
-                bytes = try activity.fetching { () throws(any Error) in
-                    try blocking {
-                        try await slots.acquire(priority: -1)
-                        defer { slots.release() }
-                        return try await store.get(key, range: range)
-                    }
-                }
-            } catch {
-                throw .origin(blob: digest, block: block, reason: "\(error)")
+            let bytes = try Self.fromStore(activity, slots, blob: digest, block: block) {
+                try await store.get(key, range: range)
             }
             guard bytes.count == Int(range.count) else {
                 throw .origin(blob: digest, block: block, reason: "short read: \(bytes.count) of \(range.count) bytes")
@@ -292,18 +280,29 @@ extension Node {
             guard into.reduce(0, { $0 + $1.buffer.count }) == Int(range.count) else {
                 throw .origin(blob: digest, block: block, reason: "\(range.count) bytes into targets of another size")
             }
-            do {
-                try activity.fetching { () throws(any Error) in
-                    // Ahead of any pull's parts: someone is waiting on these blocks.
-                    try blocking {
-                        try await slots.acquire(priority: -1)
-                        defer { slots.release() }
-                        try await store.read(key, range: range, into: into)
-                    }
-                }
-            } catch {
-                throw .origin(blob: digest, block: block, reason: "\(error)")
+            try Self.fromStore(activity, slots, blob: digest, block: block) {
+                try await store.read(key, range: range, into: into)
             }
+        }
+    }
+
+    /// One read-through request to the store from a reader's thread: counted
+    /// as read-through activity, ahead of any pull's parts (someone is
+    /// waiting on these blocks), its failure reported as the block's origin's.
+    private static func fromStore<T: Sendable>(
+        _ activity: ReadThroughActivity, _ slots: PartSlots, blob digest: String, block: Int,
+        _ request: @escaping @Sendable () async throws -> T
+    ) throws(CacheError) -> T {
+        do {
+            return try activity.fetching { () throws(any Error) in
+                try blocking {
+                    try await slots.acquire(priority: -1)
+                    defer { slots.release() }
+                    return try await request()
+                }
+            }
+        } catch {
+            throw .origin(blob: digest, block: block, reason: "\(error)")
         }
     }
 }

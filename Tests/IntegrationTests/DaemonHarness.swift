@@ -140,3 +140,13 @@ func readFrames(_ socket: UnixSocket, count: Int) throws -> [Frame] {
     }
     return frames
 }
+
+/// The file's NVMe state once it is staged, or whatever it is after `timeout`
+/// (a background pull lands it while the test goes on).
+func stagedState(
+    _ client: DaemonClient, _ model: String, _ path: String, timeout: Duration = .seconds(60)
+) throws -> FileInfo {
+    let deadline = ContinuousClock.now + timeout
+    while try client.stat(model, path: path).nvme != .staged && ContinuousClock.now < deadline { usleep(50_000) }
+    return try client.stat(model, path: path)
+}

@@ -96,9 +96,7 @@ final class DaemonTests: XCTestCase {
         XCTAssertGreaterThan(ram["bytesFromStore"] as! Int, 0, "the cold reads did not come from the store")
 
         // The background pull lands the file; reads go on being right.
-        let deadline = ContinuousClock.now + .seconds(60)
-        while try client.stat("cold/model@v1", path: shard).nvme != .staged && ContinuousClock.now < deadline { usleep(100_000) }
-        XCTAssertEqual(try client.stat("cold/model@v1", path: shard).nvme, .staged)
+        XCTAssertEqual(try stagedState(client, "cold/model@v1", shard).nvme, .staged)
         XCTAssertTrue(try client.read("cold/model@v1", path: shard, offset: 0, length: expected.count) == expected)
         // The pull the cold read started let the reads go first.
         XCTAssertTrue(daemon.logText.contains("held back for read-through"), daemon.logText)
@@ -116,9 +114,7 @@ final class DaemonTests: XCTestCase {
         let shard = "model-00001-of-00001.safetensors"
         let expected = try original(folder, shard)
         XCTAssertTrue(try client.read("donor@main", path: shard, offset: 0, length: expected.count) == expected)
-        let deadline = ContinuousClock.now + .seconds(60)
-        while try client.stat("donor@main", path: shard).nvme != .staged && ContinuousClock.now < deadline { usleep(50_000) }
-        let info = try client.stat("donor@main", path: shard)
+        let info = try stagedState(client, "donor@main", shard)
         XCTAssertEqual(info.nvme, .staged)
         XCTAssertEqual(try Digest128.ofFile(atPath: daemon.directory + "/staging/blobs/" + info.digest).description, info.digest)
         let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as! [String: Any]
@@ -247,9 +243,7 @@ final class DaemonTests: XCTestCase {
         try daemon.start()
         let client = try daemon.client()
         let shard = "model-00001-of-00001.safetensors"
-        let end = ContinuousClock.now + .seconds(90)
-        while try client.stat("park@main", path: shard).nvme != .staged && ContinuousClock.now < end { usleep(200_000) }
-        XCTAssertEqual(try client.stat("park@main", path: shard).nvme, .staged, daemon.logText)
+        XCTAssertEqual(try stagedState(client, "park@main", shard, timeout: .seconds(90)).nvme, .staged, daemon.logText)
         // The file is staged a moment before the pull logs its report.
         let logged = ContinuousClock.now + .seconds(30)
         while !daemon.logText.contains("pulled park@main") && ContinuousClock.now < logged { usleep(50_000) }

@@ -43,9 +43,7 @@ final class DiskFaultTests: XCTestCase {
         ]
         for (name, damage) in damages {
             // Wait until the previous round re-staged the blob, then damage it with RAM emptied.
-            let deadline = ContinuousClock.now + .seconds(30)
-            while try client.stat("damage@main", path: shard.path).nvme != .staged && ContinuousClock.now < deadline { usleep(100_000) }
-            XCTAssertEqual(try client.stat("damage@main", path: shard.path).nvme, .staged, name)
+            XCTAssertEqual(try stagedState(client, "damage@main", shard.path, timeout: .seconds(30)).nvme, .staged, name)
             _ = try client.evict("damage@main", tier: .ram)
             chmod(blob, 0o644)
             try damage()
@@ -59,8 +57,7 @@ final class DiskFaultTests: XCTestCase {
         XCTAssertGreaterThanOrEqual((stats["ram"] as! [String: Any])["integrityFailures"] as! Int, 1)
         XCTAssertTrue(daemon.logText.contains("quarantined blob \(shard.digest)"), daemon.logText)
         // And it is staged again, verified.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while try client.stat("damage@main", path: shard.path).nvme != .staged && ContinuousClock.now < deadline { usleep(100_000) }
+        _ = try stagedState(client, "damage@main", shard.path, timeout: .seconds(30))
         XCTAssertEqual(try Digest128.ofFile(atPath: blob).description, shard.digest)
         XCTAssertEqual(daemon.stop(), 0)
     }

@@ -314,17 +314,24 @@ final class StagingTests: XCTestCase {
                 XCTAssertEqual(file, path)
             }
         }
-        // A size that disagrees with the store: caught before a byte is staged.
         var honest = Manifest(model: reference, files: [
             Manifest.File(path: "w.bin", object: "w.bin", size: 2000, xxh3_128: String(repeating: "0", count: 32),
                           blocks: [String(repeating: "0", count: 16)]),
         ])
-        try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: honest.encoded())
-        let lying = try await repository.resolve(reference)
-        do {
-            _ = try await makeStaging().pull(lying, from: repository)
-            XCTFail("a lying size was accepted")
-        } catch {
+        /// Publishes `manifest` and pulls it: the error the pull fails with.
+        func failure(of manifest: Manifest, _ what: String) async throws -> StagingError? {
+            try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: manifest.encoded())
+            let resolved = try await repository.resolve(reference)
+            do {
+                _ = try await makeStaging().pull(resolved, from: repository)
+                XCTFail("\(what) was accepted")
+                return nil
+            } catch {
+                return error
+            }
+        }
+        // A size that disagrees with the store: caught before a byte is staged.
+        if let error = try await failure(of: honest, "a lying size") {
             guard case .sizeMismatch(_, let file, let claimed, let actual) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(file, "w.bin")
             XCTAssertEqual(claimed, 2000)
@@ -332,23 +339,13 @@ final class StagingTests: XCTestCase {
         }
         // Right size, wrong digests: the block check catches it.
         honest.files[0].size = 1000
-        try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: honest.encoded())
-        let wrong = try await repository.resolve(reference)
-        do {
-            _ = try await makeStaging().pull(wrong, from: repository)
-            XCTFail("wrong digests were accepted")
-        } catch {
+        if let error = try await failure(of: honest, "wrong digests") {
             guard case .integrity(_, "w.bin", 0, _, _) = error else { return XCTFail("\(error)") }
         }
         // Right block digests, wrong whole-file digest: the manifest contradicts
         // itself, and the whole-file check catches what no block check can.
         honest.files[0].blocks = [hex16(xxh3_64(Array(repeating: 1, count: 1000)))]
-        try await repository.store.put("models/evil/main/" + Manifest.objectName, bytes: honest.encoded())
-        let contradictory = try await repository.resolve(reference)
-        do {
-            _ = try await makeStaging().pull(contradictory, from: repository)
-            XCTFail("a whole-file digest that does not match was accepted")
-        } catch {
+        if let error = try await failure(of: honest, "a whole-file digest that does not match") {
             guard case .integrity(_, "w.bin", nil, let expected, let actual) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(expected, String(repeating: "0", count: 32))
             XCTAssertEqual(actual, Digest128.of(Array(repeating: 1, count: 1000)).description)

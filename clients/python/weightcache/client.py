@@ -303,13 +303,16 @@ class Client:
         self._send(frame)
         return self._receive({rid}, progress)
 
-    def _send(self, frame: bytes) -> None:
+    def _send(self, *frames: bytes) -> None:
+        """Send request frames, several in one write."""
         if self._sock is None:
             raise ConnectionError("client is closed")
         limit = getattr(self, "max_request_frame", 0)
-        if limit and len(frame) > limit:
-            raise ValueError(f"request frame of {len(frame)} bytes is over the daemon's {limit}")
-        self._guard(lambda: self._sock.sendall(frame))
+        for frame in frames:
+            if limit and len(frame) > limit:
+                raise ValueError(f"request frame of {len(frame)} bytes is over the daemon's {limit}")
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self._guard(lambda: self._sock.sendall(data))
 
     def _receive(self, waiting: set, progress: Optional[ProgressCallback] = None,
                  into: Optional[PayloadTarget] = None) -> Frame:
@@ -420,12 +423,8 @@ class Client:
                 if frame is None:
                     break
                 window.append(frame)
-            for frame in window:
-                limit = getattr(self, "max_request_frame", 0)
-                if limit and len(frame) > limit:
-                    raise ValueError(f"request frame of {len(frame)} bytes is over the daemon's {limit}")
             if window:
-                self._guard(lambda: self._sock.sendall(b"".join(window)))
+                self._send(*window)
             while in_flight:
                 frame = self._receive(set(in_flight), into=into if target is not None else None)
                 pos, n = in_flight.pop(frame.request)
