@@ -71,25 +71,31 @@ struct SocketBench {
             return seconds(since: start)
         }
 
-        // Warm both paths once (page cache, RAM tier), then interleave.
-        _ = try socketRead()
-        _ = fileRead()
-        var results: [String: [Double]] = [:]
-        for _ in 0..<rounds {
-            results["pread", default: []].append(fileRead())
-            results["socket read", default: []].append(try socketRead())
-            results["mmap direct", default: []].append(touch(open(staged, O_RDONLY)))
-            results["open+mmap", default: []].append(try socketMap())
+        // SOCKET_BENCH_SECTIONS=latency (or throughput) runs one part alone,
+        // for profiling the daemon under one kind of load.
+        let sections = ProcessInfo.processInfo.environment["SOCKET_BENCH_SECTIONS"] ?? "throughput,latency"
+        if sections.contains("throughput") {
+            // Warm both paths once (page cache, RAM tier), then interleave.
+            _ = try socketRead()
+            _ = fileRead()
+            var results: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                results["pread", default: []].append(fileRead())
+                results["socket read", default: []].append(try socketRead())
+                results["mmap direct", default: []].append(touch(open(staged, O_RDONLY)))
+                results["open+mmap", default: []].append(try socketMap())
+            }
+            let mib = Double(size) / 1_048_576
+            print("file: \(model) \(path), \(size) bytes; \(rounds) interleaved rounds after a warm-up")
+            print("| path | median MiB/s | min | max | ratio |")
+            print("|---|---|---|---|---|")
+            for (name, base) in [("pread", "pread"), ("socket read", "pread"), ("mmap direct", "mmap direct"), ("open+mmap", "mmap direct")] {
+                let rates = results[name]!.map { mib / $0 }.sorted()
+                let baseline = median(results[base]!.map { mib / $0 })
+                print(String(format: "| %@ | %.0f | %.0f | %.0f | %.2f |", name, median(rates), rates.first!, rates.last!, median(rates) / baseline))
+            }
         }
-        let mib = Double(size) / 1_048_576
-        print("file: \(model) \(path), \(size) bytes; \(rounds) interleaved rounds after a warm-up")
-        print("| path | median MiB/s | min | max | ratio |")
-        print("|---|---|---|---|---|")
-        for (name, base) in [("pread", "pread"), ("socket read", "pread"), ("mmap direct", "mmap direct"), ("open+mmap", "mmap direct")] {
-            let rates = results[name]!.map { mib / $0 }.sorted()
-            let baseline = median(results[base]!.map { mib / $0 })
-            print(String(format: "| %@ | %.0f | %.0f | %.0f | %.2f |", name, median(rates), rates.first!, rates.last!, median(rates) / baseline))
-        }
+        guard sections.contains("latency") else { return }
 
         // The floor: the same request/reply exchange with an echo server that
         // does nothing (thread per connection, recv a request, send 4 KiB + a

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import UnixSocket
 import Wire
 
@@ -28,8 +29,7 @@ final class Connection: @unchecked Sendable {
     private let writeLock = NSLock()
     /// This connection's request counters: its own lock, so connections never
     /// contend on a shared one per request; the server sums them for stats.
-    private let countsLock = NSLock()
-    private var counts = RequestCounts()
+    private let tally = Mutex(RequestTally())
     /// The reading thread's reply buffer for small reads.
     private let smallReplyBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Frame.headerSize + Connection.copyLimit, alignment: 64)
 
@@ -41,13 +41,30 @@ final class Connection: @unchecked Sendable {
         logger[metadataKey: "connection"] = "\(id)"
     }
 
-    func count(_ update: (inout RequestCounts) -> Void) { countsLock.withLock { update(&counts) } }
-    var requestCounts: RequestCounts { countsLock.withLock { counts } }
+    private func count(_ update: (inout RequestTally) -> Void) { tally.withLock { update(&$0) } }
+    var requestCounts: RequestCounts { tally.withLock { $0.named } }
 
     /// Asks the reading loop to stop taking requests (drain).
     func stopReading() {
-        state.withLock { stopping = true }
+        state.lock()
+        stopping = true
+        state.unlock()
         socket.shutdownReading()
+    }
+
+    // The per-request checks of `state` lock and unlock by hand: Foundation's
+    // `withLock` is generic and not inlinable, and its unspecialized call
+    // (metadata lookups, value witnesses) cost more than the lock itself.
+    private var isStopping: Bool {
+        state.lock()
+        defer { state.unlock() }
+        return stopping || broken
+    }
+
+    private var isBroken: Bool {
+        state.lock()
+        defer { state.unlock() }
+        return broken
     }
 
     deinit { smallReplyBuffer.deallocate() }
@@ -70,11 +87,14 @@ final class Connection: @unchecked Sendable {
         // A blocking recv (one syscall per request, no poll before it) that
         // wakes every second to check the idle time and the drain flag.
         socket.setReceiveTimeout(seconds: 1)
-        while !state.withLock({ stopping || broken }) {
+        while !isStopping {
             let count: Int
             do { count = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) } } catch {
                 guard (error as? SocketError) == .timedOut else { return }
-                if state.withLock({ inFlight == 0 }) && ContinuousClock.now - lastActivity > server.limits.idleTimeout {
+                state.lock()
+                let idle = inFlight == 0
+                state.unlock()
+                if idle && ContinuousClock.now - lastActivity > server.limits.idleTimeout {
                     logger.debug("closing idle connection")
                     return
                 }
@@ -124,25 +144,27 @@ final class Connection: @unchecked Sendable {
                 blockSize: UInt32(server.node.cache.blockSize))), request: frame.request)
             return true
         }
-        count {
-            $0.total += 1
-            $0.byOperation[request.type.name, default: 0] += 1
-        }
+        let type = request.type
         guard grants.allows(admin: request.needsAdmin) else {
-            count { $0.denied += 1 }
+            count {
+                $0.received(type)
+                $0.counts.denied += 1
+            }
             send(.error(.permissionDenied, "uid \(peer.uid) may not \(request.needsAdmin ? "administer" : "read") (see access.* in the configuration)"), request: frame.request)
             return true
         }
-        let admitted = state.withLock {
-            guard inFlight < server.limits.maxInFlight else { return false }
-            inFlight += 1
-            return true
+        state.lock()
+        let admitted = inFlight < server.limits.maxInFlight
+        if admitted { inFlight += 1 }
+        state.unlock()
+        count {
+            $0.received(type)
+            if admitted { $0.counts.inFlight += 1 }
         }
         guard admitted else {
             send(.error(.busy, "more than \(server.limits.maxInFlight) requests in flight on this connection"), request: frame.request)
             return true
         }
-        count { $0.inFlight += 1 }
         if case .preload = request {
             server.workers.async { self.perform(request, id: frame.request, inline: false) }
         } else if more {
@@ -156,66 +178,69 @@ final class Connection: @unchecked Sendable {
     /// Runs a request and writes its reply (or error).
     /// `inline`: on the reading thread, which may use its own buffers and caches.
     private func perform(_ request: Request, id: UInt32, inline: Bool) {
-        let ticket = InFlightTicket { [self] in
-            state.withLock {
-                inFlight -= 1
-                state.broadcast()
-            }
-            count { $0.inFlight -= 1 }
-        }
+        let ticket = InFlightTicket(self)
         defer { ticket.settle() }
-        Self.$ticket.withValue(ticket) { run(request, id: id, inline: inline) }
+        run(request, id: id, inline: inline, ticket: ticket)
     }
 
-    /// The request the current thread is answering (see `InFlightTicket`).
-    @TaskLocal private static var ticket: InFlightTicket?
+    /// Gives a request's place in the in-flight count back (`InFlightTicket`).
+    fileprivate func settled() {
+        state.lock()
+        inFlight -= 1
+        state.broadcast()
+        state.unlock()
+        count { $0.counts.inFlight -= 1 }
+    }
 
-    private func run(_ request: Request, id: UInt32, inline: Bool) {
+    private func run(_ request: Request, id: UInt32, inline: Bool, ticket: InFlightTicket) {
         let node = server.node
         do throws(DaemonError) {
             switch request {
-            case .hello: send(.error(.invalidArgument, "hello was already sent"), request: id)
-            case .resolve(let model): send(.model(node.modelInfo(try node.resolve(try Node.reference(model)))), request: id)
+            case .hello: send(.error(.invalidArgument, "hello was already sent"), request: id, ticket: ticket)
+            case .resolve(let model): send(.model(node.modelInfo(try node.resolve(try Node.reference(model)))), request: id, ticket: ticket)
             case .stat(let model, let path):
                 let resolved = try node.resolve(try Node.reference(model))
-                send(.file(node.info(try node.file(path, of: resolved))), request: id)
-            case .list: send(.models(node.summaries()), request: id)
-            case .read(let model, let path, let offset, let length): try read(model, path, offset, length, id: id, inline: inline)
+                send(.file(node.info(try node.file(path, of: resolved))), request: id, ticket: ticket)
+            case .list: send(.models(node.summaries()), request: id, ticket: ticket)
+            case .read(let model, let path, let offset, let length): try read(model, path, offset, length, id: id, inline: inline, ticket: ticket)
             case .open(let model, let path):
                 let opened = try node.open(model: model, path: path)
                 defer { close(opened.descriptor) }
-                send(.opened(opened.info), request: id, passing: opened.descriptor)
+                send(.opened(opened.info), request: id, ticket: ticket, passing: opened.descriptor)
             case .preload(let model, let tier, let pin):
                 let info = try node.preload(model: model, tier: tier, pin: pin) { done, total in
-                    send(.progress(done: done, total: total), request: id)
+                    send(.progress(done: done, total: total), request: id, ticket: ticket)
                 }
-                send(.model(info), request: id)
+                send(.model(info), request: id, ticket: ticket)
             case .pin(let model):
                 try node.pin(model: model)
-                send(.ok("pinned \(model)"), request: id)
+                send(.ok("pinned \(model)"), request: id, ticket: ticket)
             case .unpin(let model):
                 try node.unpin(model: model)
-                send(.ok("unpinned \(model)"), request: id)
-            case .evict(let model, let tier): send(.ok(try node.evict(model: model, tier: tier)), request: id)
-            case .stats: send(.stats(json: server.statistics()), request: id)
+                send(.ok("unpinned \(model)"), request: id, ticket: ticket)
+            case .evict(let model, let tier): send(.ok(try node.evict(model: model, tier: tier)), request: id, ticket: ticket)
+            case .stats: send(.stats(json: server.statistics()), request: id, ticket: ticket)
             }
         } catch {
             count {
-                $0.errors += 1
-                $0.errorsByCode[error.code.description, default: 0] += 1
+                $0.counts.errors += 1
+                $0.counts.errorsByCode[error.code.description, default: 0] += 1
             }
             logger.debug("request \(id) failed: \(error)")
-            send(.error(error.code, error.description), request: id)
+            send(.error(error.code, error.description), request: id, ticket: ticket)
         }
     }
 
-    /// Small reads are copied behind the header into one reusable buffer and
-    /// sent with one call. Large ones are sent straight from the RAM arena,
+    /// A read within one block is sent from the RAM arena behind its header
+    /// with one gathered send. Other small reads are copied behind the header
+    /// into one reusable buffer and sent with one call. Large ones are sent straight from the RAM arena,
     /// block by block, under the write lock: no copy in the daemon at all. If
     /// a later block fails after the reply has started, the frame cannot be
     /// finished and the connection is closed (a client treats that as the
     /// end of its requests); a failure before the first byte is an error reply.
-    private func read(_ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32, inline: Bool) throws(DaemonError) {
+    private func read(
+        _ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32, inline: Bool, ticket: InFlightTicket
+    ) throws(DaemonError) {
         guard Int(length) <= server.limits.maxReadLength else {
             throw .invalidArgument("read length \(length) is over the limit of \(server.limits.maxReadLength) bytes")
         }
@@ -223,7 +248,16 @@ final class Connection: @unchecked Sendable {
         let plan = try target(model, path, inline: inline).plan(offset: offset, length: UInt64(length), path: path)
         let count = plan.range.count
         let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: count)
-        if count <= Self.copyLimit {
+        let blockSize = UInt64(plan.source.blockSize)
+        if count > 0, plan.range.lowerBound / blockSize == (plan.range.upperBound - 1) / blockSize {
+            // Within one block: the header and the bytes in place in the
+            // arena go out with one gathered send, no copy in the daemon.
+            try node.forEachBlock(plan, model: model, path: path, reader: self.id) { piece in
+                ticket.settle()
+                header.withUnsafeBytes { head in deliver { () throws(SocketError) in try socket.send(head, piece) } }
+                return true
+            }
+        } else if count <= Self.copyLimit {
             let frameSize = Frame.headerSize + count
             // The reading thread reuses one buffer; workers (pipelined reads) allocate.
             let scratch = inline ? smallReplyBuffer : UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 64)
@@ -235,21 +269,21 @@ final class Connection: @unchecked Sendable {
                 position += piece.count
                 return true
             }
-            Self.ticket?.settle()
+            ticket.settle()
             write(UnsafeRawBufferPointer(rebasing: scratch[0..<frameSize]))
-        } else if let failure = stream(plan, header: header, model: model, path: path) {
+        } else if let failure = stream(plan, header: header, model: model, path: path, ticket: ticket) {
             throw failure
         }
         let bytes = UInt64(count)
         self.count {
-            $0.read += 1
-            $0.readBytes += bytes
+            $0.counts.read += 1
+            $0.counts.readBytes += bytes
         }
     }
 
     /// Sends a read's frame from the arena under the write lock. Returns the
     /// error to reply with when it failed before the first byte went out.
-    private func stream(_ requested: ReadPlan, header: [UInt8], model: String, path: String) -> DaemonError? {
+    private func stream(_ requested: ReadPlan, header: [UInt8], model: String, path: String, ticket: InFlightTicket) -> DaemonError? {
         // Blocks are loaded (from NVMe or the store, checked) before the write
         // lock is taken: pipelined reads of one connection fetch in parallel
         // and only their sending is serialised.
@@ -257,14 +291,14 @@ final class Connection: @unchecked Sendable {
         do throws(DaemonError) { plan = try server.node.loaded(requested, model: model, path: path) } catch { return error }
         writeLock.lock()
         defer { writeLock.unlock() }
-        guard !state.withLock({ broken }) else { return nil }
+        guard !isBroken else { return nil }
         var started = false
         var delivered = true
         do throws(DaemonError) {
             try server.node.forEachBlock(plan, model: model, path: path, reader: id) { piece in
                 do throws(SocketError) {
                     if !started {
-                        Self.ticket?.settle()
+                        ticket.settle()
                         try socket.send(header)
                     }
                     started = true
@@ -287,23 +321,36 @@ final class Connection: @unchecked Sendable {
     /// The last read's target, kept by the reading thread: a client reading
     /// one file over and over skips the lookups (model, file, source) until
     /// the node changes anything or a second passes (resolutions refresh).
-    private var lastTarget: (model: String, path: String, generation: Int, at: ContinuousClock.Instant, target: ReadTarget)?
+    private var lastTarget: KeptTarget?
+
+    /// A class, so checking it costs one reference count, not one per field.
+    private final class KeptTarget {
+        let model: String
+        let path: String
+        let generation: Int
+        let at: ContinuousClock.Instant
+        let target: ReadTarget
+
+        init(model: String, path: String, generation: Int, at: ContinuousClock.Instant, target: ReadTarget) {
+            (self.model, self.path, self.generation, self.at, self.target) = (model, path, generation, at, target)
+        }
+
+        func serves(_ model: String, _ path: String, generation: Int) -> Bool {
+            self.generation == generation && self.model == model && self.path == path && ContinuousClock.now - at < .seconds(1)
+        }
+    }
 
     private func target(_ model: String, _ path: String, inline: Bool) throws(DaemonError) -> ReadTarget {
         let node = server.node
         guard inline else { return try node.target(model: model, path: path) }
         let generation = node.generation.load(ordering: .acquiring)
-        if let last = lastTarget, last.generation == generation, last.model == model, last.path == path,
-            ContinuousClock.now - last.at < .seconds(1)
-        {
-            return last.target
-        }
+        if let last = lastTarget, last.serves(model, path, generation: generation) { return last.target }
         let target = try node.target(model: model, path: path)
         // Only a staged file's target is kept: a file still read through
         // from the store is looked up again on every read, so that the first
         // read after its pull lands comes from NVMe (and sees its blob, damage
         // included), not from the store until the next change is noticed.
-        lastTarget = target.source.path == nil ? nil : (model, path, generation, .now, target)
+        lastTarget = target.source.path == nil ? nil : KeptTarget(model: model, path: path, generation: generation, at: .now, target: target)
         return target
     }
 
@@ -311,8 +358,10 @@ final class Connection: @unchecked Sendable {
     /// ones go out from the arena in place.
     static let copyLimit = 256 << 10
 
-    private func send(_ response: Response, request: UInt32, passing descriptor: Int32? = nil) {
-        if response.isFinal { Self.ticket?.settle() }
+    /// `ticket`: the request's place in the in-flight count, given back as
+    /// its final reply goes out (none for replies to refused requests).
+    private func send(_ response: Response, request: UInt32, ticket: InFlightTicket? = nil, passing descriptor: Int32? = nil) {
+        if response.isFinal { ticket?.settle() }
         write(response.frame(request: request).encoded, passing: descriptor)
     }
 
@@ -333,7 +382,7 @@ final class Connection: @unchecked Sendable {
     private func deliver(_ send: () throws(SocketError) -> Void) {
         writeLock.lock()
         defer { writeLock.unlock() }
-        guard !state.withLock({ broken }) else { return }
+        guard !isBroken else { return }
         do {
             try send()
         } catch {
@@ -345,7 +394,9 @@ final class Connection: @unchecked Sendable {
     /// The client is gone or the stream is out of step: stop reading, let
     /// requests in flight finish without writing, then close.
     private func markBroken() {
-        state.withLock { broken = true }
+        state.lock()
+        broken = true
+        state.unlock()
         socket.shutdownReading()
     }
 
@@ -362,18 +413,35 @@ final class Connection: @unchecked Sendable {
 /// once: as its final reply starts going out (a client that has its answer
 /// may send the next request at once, and must not be told `busy` for it), or
 /// when the request ends without a reply.
-final class InFlightTicket: @unchecked Sendable {
-    private let lock = NSLock()
-    private var settled = false
-    private let release: () -> Void
+final class InFlightTicket: Sendable {
+    private let connection: Connection
+    private let done = Atomic<Bool>(false)
 
-    init(release: @escaping () -> Void) { self.release = release }
+    fileprivate init(_ connection: Connection) { self.connection = connection }
 
     func settle() {
-        let first = lock.withLock { () -> Bool in
-            defer { settled = true }
-            return !settled
+        if !done.exchange(true, ordering: .acquiringAndReleasing) { connection.settled() }
+    }
+}
+
+/// A connection's request counters as it keeps them: one slot per request
+/// type instead of a dictionary keyed by name (hashing a string per request
+/// showed in profiles); `counts` names them for stats.
+struct RequestTally {
+    var counts = RequestCounts()
+    private var byType = [Int](repeating: 0, count: Int(MessageType.allCases.map(\.rawValue).filter { $0 < 0x80 }.max()!) + 1)
+
+    mutating func received(_ type: MessageType) {
+        counts.total += 1
+        byType[Int(type.rawValue)] += 1
+    }
+
+    /// The counts, with `byOperation` filled in from the per-type slots.
+    var named: RequestCounts {
+        var named = counts
+        for type in MessageType.allCases where type.isRequest && byType[Int(type.rawValue)] > 0 {
+            named.byOperation[type.name] = byType[Int(type.rawValue)]
         }
-        if first { release() }
+        return named
     }
 }

@@ -130,6 +130,35 @@ public struct UnixSocket: Sendable {
         }
     }
 
+    /// Sends all of `head` then all of `body` with one `sendmsg` when the
+    /// peer takes it all (a reply's header and its payload in place, without
+    /// first copying them together).
+    public func send(_ head: UnsafeRawBufferPointer, _ body: UnsafeRawBufferPointer) throws(SocketError) {
+        // A tuple on the stack, not an array: no allocation per reply.
+        var vectors = (
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress), iov_len: head.count),
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress), iov_len: body.count)
+        )
+        let n = withUnsafeMutablePointer(to: &vectors) { pair in
+            var message = msghdr()
+            message.msg_iov = UnsafeMutableRawPointer(pair).assumingMemoryBound(to: iovec.self)
+            message.msg_iovlen = 2
+            while true {
+                let n = sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL))
+                if n < 0 && errno == EINTR { continue }
+                return n
+            }
+        }
+        guard n > 0 else { throw n == 0 || errno == EPIPE || errno == ECONNRESET ? .closed : .system(syscall: "sendmsg", path: path, errno: errno) }
+        // The rest, if the socket buffer took only part.
+        if n < head.count {
+            try send(UnsafeRawBufferPointer(rebasing: head[n...]))
+            try send(body)
+        } else if n < head.count + body.count {
+            try send(UnsafeRawBufferPointer(rebasing: body[(n - head.count)...]))
+        }
+    }
+
     public func send(_ bytes: [UInt8]) throws(SocketError) {
         var failure: SocketError?
         bytes.withUnsafeBytes { raw in

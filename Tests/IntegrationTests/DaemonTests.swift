@@ -64,6 +64,15 @@ final class DaemonTests: XCTestCase {
         XCTAssertTrue(models.first?.pinned ?? false)
         let stats = try JSONSerialization.jsonObject(with: Data(try client.stats().utf8)) as? [String: Any]
         XCTAssertNotNil(stats?["ram"])
+        // Every request of this connection is counted, by operation and by error code.
+        let requests = stats?["requests"] as? [String: Any]
+        let step = Int(client.hello.maxReadLength)
+        let reads = info.files.reduce(0) { $0 + (Int($1.size) + step - 1) / step } + 4
+        XCTAssertEqual(requests?["byOperation"] as? [String: Int], [
+            "preload": 1, "read": reads, "open": info.files.count, "resolve": 1, "evict": 1, "list": 1, "stats": 1,
+        ])
+        XCTAssertEqual(requests?["read"] as? Int, reads - 4, "only reads that returned bytes count as reads")
+        XCTAssertEqual(requests?["errorsByCode"] as? [String: Int], ["invalid-argument": 5, "not-found": 1])
 
         XCTAssertEqual(daemon.stop(), 0, daemon.logText)
         XCTAssertFalse(FileManager.default.fileExists(atPath: daemon.socket), "socket left behind")
