@@ -67,6 +67,10 @@ public indirect enum ObjectStoreError: Error, Sendable, Equatable, CustomStringC
     case transport(ErrorContext, curlCode: Int32)
     /// A response that does not follow the protocol: unparsable XML, wrong length.
     case invalidResponse(ErrorContext, reason: String)
+    /// A ranged GET answered with the whole object (200, not 206): the
+    /// endpoint (or a proxy in front of it) ignores Range, which every pull
+    /// and read-through needs. Not retried: asking again gets the same.
+    case rangeIgnored(ErrorContext)
     /// A key that cannot name an object here (`..` in a file store, NUL, empty).
     case invalidKey(String, reason: String)
     /// A local system call failed (writing a downloaded part, reading a file).
@@ -86,6 +90,9 @@ public indirect enum ObjectStoreError: Error, Sendable, Equatable, CustomStringC
         case .server(let c): "store error: " + c.summary
         case .transport(let c, let curlCode): "transport error (curl \(curlCode)): " + c.summary
         case .invalidResponse(let c, let reason): "invalid response (\(reason)): " + c.summary
+        case .rangeIgnored(let c):
+            "the store ignored the Range header (it sent the whole object, HTTP 200, instead of the bytes asked for, HTTP 206); "
+                + "weightcache reads objects in ranged GETs and cannot use this endpoint as it is: " + c.summary
         case .invalidKey(let key, let reason): "invalid key \(String(reflecting: key)): \(reason)"
         case .localIO(let syscall, let path, let errno):
             "\(syscall)(\(path)) failed: \(String(cString: strerror(errno))) (errno \(errno))"

@@ -57,6 +57,9 @@ struct HTTPRequest: Sendable {
     /// A transfer slower than 1 KiB/s for this long is abandoned (curl 28).
     var lowSpeedSeconds = 30
     var caBundle: String? = nil
+    /// The bytes a ranged GET asks for (its Range header says the same):
+    /// the transfer checks the server honoured it before keeping any byte.
+    var range: Range<UInt64>? = nil
 }
 
 /// What came back: a response, or curl's reason why none did.
@@ -70,7 +73,9 @@ struct HTTPOutcome: Sendable {
     var body: [UInt8]
     /// Bytes written into a file or buffer sink.
     var written: UInt64
-    /// Set when a file sink's write failed: (syscall, errno), or ("overflow", 0).
+    /// Set when a sink refused the body: a write failed (syscall, errno);
+    /// ("overflow", 0): more bytes than it holds; ("range-ignored", 0): a
+    /// whole object (200) where part of it (206) was asked for.
     var sinkFailure: (syscall: String, errno: Int32)?
     var cancelled: Bool
 }

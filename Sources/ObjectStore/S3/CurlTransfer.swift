@@ -125,6 +125,21 @@ final class Transfer: @unchecked Sendable {
             if body.count < 256 << 10 { body.append(contentsOf: chunk) }
             return chunk.count
         }
+        // A server that ignores Range sends the whole object: nothing of it
+        // may land where the part asked for belongs. A 200 is right only
+        // for a range that is the whole object (from 0, and as long). `get`
+        // into memory takes a whole small object and slices it instead.
+        if status == 200, let range = request.range, written == 0 {
+            switch request.sink {
+            case .file, .buffers:
+                let length = headers["content-length"].flatMap { UInt64($0) }
+                if range.lowerBound > 0 || (length != nil && length != UInt64(range.count)) {
+                    sinkFailure = ("range-ignored", 0)
+                    return 0
+                }
+            case .memory: break
+            }
+        }
         switch request.sink {
         case .file(let file, let offset, let length, let progress):
             guard written + UInt64(chunk.count) <= length else {
@@ -173,7 +188,8 @@ final class Transfer: @unchecked Sendable {
             return chunk.count
         case .memory(let limit):
             guard body.count + chunk.count <= limit else {
-                sinkFailure = ("overflow", 0)
+                let ignored = status == 200 && request.range != nil
+                sinkFailure = (ignored ? "range-ignored" : "overflow", 0)
                 return 0
             }
             body.append(contentsOf: chunk)

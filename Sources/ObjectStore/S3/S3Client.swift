@@ -115,6 +115,10 @@ public final class S3Client: Sendable {
                 context.status = outcome.status
                 return .invalidResponse(context, reason: "more bytes than requested")
             }
+            if failure.syscall == "range-ignored" {
+                context.status = outcome.status
+                return .rangeIgnored(context)
+            }
             if case .file(let file, _, _, _) = request.sink {
                 return .localIO(syscall: failure.syscall, path: file.path, errno: failure.errno)
             }

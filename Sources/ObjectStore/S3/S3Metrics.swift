@@ -22,6 +22,7 @@ enum S3Metrics {
             c.code ?? c.status.map(String.init) ?? "unknown"
         case .transport: "transport"
         case .invalidResponse: "invalid-response"
+        case .rangeIgnored: "range-ignored"
         case .invalidKey: "invalid-key"
         case .localIO: "local-io"
         case .retriesExhausted(_, let last): code(last)
