@@ -81,6 +81,25 @@ def timed(argv, env=None, log_to=None):
     return seconds, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, stdout
 
 
+def server_cpu():
+    """CPU seconds (user + system) the S3 server's processes have used so far:
+    the `weed` processes whose command line names this run's data directory
+    (the server shares the machine's cores with the tool being timed)."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if not argv or os.path.basename(argv[0]) != b"weed" or SERVER_DATA.encode() not in b" ".join(argv):
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def quiet(argv, env=None):
     r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
@@ -178,6 +197,9 @@ class Daemon:
                 k, _, v = line.partition(":")
                 if k in ("VmHWM", "VmRSS"):
                     fields[k] = int(v.split()[0])  # KiB
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        fields["cpu_s"] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # since the daemon started
         return fields
 
     def stop(self):
@@ -297,19 +319,22 @@ def cold_run(tool, verify):
         daemon = Daemon(STAGING)
     cold_start()
     r = {}
+    server_before = server_cpu()
     if tool == "weightcache-pull":
         env = wc_env(STAGING)
         s, kib, cpu, _ = timed([BIN, "pull", MODEL], env=env)
         r.update(seconds=s, rss_mib=kib / 1024, cpu_s=cpu)
         r["bytes"] = check_dir(tool, quiet([BIN, "path", MODEL], env=env).strip(), False)
     elif tool == "weightcache-preload":
+        daemon_cpu = daemon.status()["cpu_s"]
         s, _, cpu, out = timed([BIN, "preload", "--json", MODEL], env=daemon.env)
         st = daemon.status()
         done = [j for j in map(json.loads, filter(str.strip, out.splitlines())) if j.get("event") == "done"]
         if not done:
             fail(f"weightcache preload: no done event in {out[-500:]}")
         snapshot = done[-1]["snapshot"]
-        r.update(seconds=s, cpu_s_cli=cpu, daemon_vmhwm_mib=st["VmHWM"] / 1024, daemon_vmrss_mib=st["VmRSS"] / 1024)
+        r.update(seconds=s, cpu_s_cli=cpu, cpu_s=st["cpu_s"] - daemon_cpu + cpu,
+                 daemon_vmhwm_mib=st["VmHWM"] / 1024, daemon_vmrss_mib=st["VmRSS"] / 1024)
         r["bytes"] = check_dir(tool, snapshot, False)
         daemon.stop()
     elif tool == "aws":
@@ -344,6 +369,7 @@ def cold_run(tool, verify):
         if len(sizes) != CURL_TRANSFERS or sum(sizes) != MODEL_BYTES:
             fail(f"{tool}: {len(sizes)} transfers, {sum(sizes)} bytes; expected {CURL_TRANSFERS}, {MODEL_BYTES}")
         r.update(seconds=s, rss_mib=kib / 1024, cpu_s=cpu, bytes=sum(sizes))
+    r["server_cpu_s"] = server_cpu() - server_before
     r["mib_s"] = r["bytes"] / MIB / r["seconds"]
     return r
 
@@ -629,20 +655,23 @@ def markdown(res):
     if res.get("cold_pull"):
         L.append("## Cold pull, S3 -> local (median of the runs; MiB/s = model bytes / seconds)")
         L.append("")
-        L.append("| tool | lands in | median s | min s | max s | median MiB/s | vs weightcache pull | client CPU s | client peak RSS MiB |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| tool | lands in | median s | min s | max s | median MiB/s | vs weightcache pull | client CPU s | server CPU s | client peak RSS MiB |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for t, c in res["cold_pull"].items():
             cpu = statistics.median(r.get("cpu_s", r.get("cpu_s_cli", 0)) for r in c["runs"])
+            server = statistics.median(r.get("server_cpu_s", 0) for r in c["runs"])
             rss = max(r.get("rss_mib", r.get("daemon_vmhwm_mib", 0)) for r in c["runs"])
             rss_note = " (daemon VmHWM)" if t == "weightcache-preload" else ""
             ratio = "n/a" if c["ratio_to_weightcache_pull"] is None else f"{c['ratio_to_weightcache_pull']:.2f}x"
             L.append(f"| {c['label']} | {c['lands']} | {c['seconds']['median']:.2f} | {c['seconds']['min']:.2f} | "
                      f"{c['seconds']['max']:.2f} | {c['mib_s']['median']:.0f} | "
-                     f"{ratio} | {cpu:.1f} | {rss:.0f}{rss_note} |")
+                     f"{ratio} | {cpu:.1f} | {server:.1f} | {rss:.0f}{rss_note} |")
         L.append("")
         L.append("Seconds are the whole command (process start to exit) for the CLIs, and the in-process time from "
                  "creating the client to the last byte for the libraries (boto3, Run:ai), whose imports (torch) "
-                 "are not counted. Ratio > 1: faster than `weightcache pull`.")
+                 "are not counted. Ratio > 1: faster than `weightcache pull`. Server CPU: the SeaweedFS processes' "
+                 "user + system seconds during the run; the server shares the machine's cores with the tool, so "
+                 "CPU a tool spends is CPU the server cannot (curl to /dev/null spends almost none).")
         if res.get("rclone_multi_thread_log"):
             L.append("")
             L.append("rclone's log (warm-up run): " + "; ".join(f"`{x}`" for x in res["rclone_multi_thread_log"]))
