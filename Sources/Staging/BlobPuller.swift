@@ -46,9 +46,20 @@ struct BlobPuller: Sendable {
         var alreadyStaged: Bool
     }
 
+    /// `keeping`: the blobs of the model being pulled, which making room for
+    /// this file must not evict; this file's blob joins them once staged.
     func pull(
         _ file: Manifest.File, blockSize: Int, model: String, key: String, from store: any ObjectStore,
-        progress: ProgressHandler?
+        progress: ProgressHandler?, keeping: KeptBlobs = KeptBlobs([])
+    ) async throws(StagingError) -> Outcome {
+        let outcome = try await stageOrFind(file, blockSize: blockSize, model: model, key: key, from: store, progress: progress, keeping: keeping)
+        keeping.insert(outcome.digest)
+        return outcome
+    }
+
+    private func stageOrFind(
+        _ file: Manifest.File, blockSize: Int, model: String, key: String, from store: any ObjectStore,
+        progress: ProgressHandler?, keeping: KeptBlobs
     ) async throws(StagingError) -> Outcome {
         func storeError(_ error: ObjectStoreError) -> StagingError { .store(model: model, file: file.path, error) }
 
@@ -73,7 +84,7 @@ struct BlobPuller: Sendable {
 
         let evictor = Evictor(layout: layout, budget: budget, logger: logger, counter: evictions, freeSpace: freeSpace)
         try evictor.makeRoom(
-            for: file.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path)
+            for: file.size, alreadyAllocated: allocated(layout.partial(id)), model: model, file: file.path, keeping: keeping.all)
         do {
             return try await stageRetryingCorruptParts(
                 file, object, id: id, blockSize: blockSize, model: model, from: store, progress: progress)
@@ -90,7 +101,7 @@ struct BlobPuller: Sendable {
             let first = error
             let evicted: [String]
             do throws(StagingError) {
-                evicted = try evictor.makeRoom(for: file.size, alreadyAllocated: 0, model: model, file: file.path)
+                evicted = try evictor.makeRoom(for: file.size, alreadyAllocated: 0, model: model, file: file.path, keeping: keeping.all)
             } catch {
                 discardPartial()
                 throw .noSpace(model: model, file: file.path, needed: file.size, detail: "\(first); then \(error)")

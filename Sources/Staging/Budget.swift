@@ -2,7 +2,9 @@
 // reserve of free space left on the filesystem whatever the budget says. When
 // a pull needs room, whole blobs are evicted least-recently-used first (a
 // blob's mtime is its last use: pulls touch the blobs they find), skipping
-// every blob of a pinned model revision and any blob being downloaded. A blob
+// every blob of a pinned model revision, every blob of the model being pulled
+// (evicting its first shard to make room for its last would stage nothing
+// whole), and any blob being downloaded. A blob
 // open by a reader may be unlinked: the reader's descriptor keeps its data
 // valid until closed (POSIX), so eviction never pulls bytes from under a reader.
 import Foundation
@@ -37,6 +39,18 @@ public final class EvictionCounter: Sendable {
     func add(_ n: Int) { count.add(n, ordering: .relaxed) }
 }
 
+/// The blobs of the model a pull is staging: never evicted to make room for
+/// its other files. Starts with the manifest's digests; a model without one
+/// adds each file's digest as the file lands.
+final class KeptBlobs: Sendable {
+    private let names: Mutex<Set<String>>
+
+    init(_ names: some Sequence<String>) { self.names = Mutex(Set(names)) }
+
+    func insert(_ name: String) { names.withLock { _ = $0.insert(name) } }
+    var all: Set<String> { names.withLock { $0 } }
+}
+
 /// How many bytes the staging filesystem has free (for non-root writers).
 /// `statvfs` in production; tests put a second writer behind it, to fill
 /// the disk between the check and the allocation as another process would.
@@ -67,10 +81,11 @@ struct Evictor: Sendable {
 
     /// Evicts LRU blobs until `bytes` more fit under the budget and above the
     /// free-space reserve; `alreadyAllocated` is what this file's partial holds
-    /// on disk already. Returns the evicted blob names.
+    /// on disk already; `keeping`: blobs of the model being pulled, left alone
+    /// like pinned ones. Returns the evicted blob names.
     @discardableResult
     func makeRoom(
-        for bytes: UInt64, alreadyAllocated: UInt64, model: String, file: String
+        for bytes: UInt64, alreadyAllocated: UInt64, model: String, file: String, keeping: Set<String> = []
     ) throws(StagingError) -> [String] {
         var blobs = listBlobs()
         let partials = partialBytes()
@@ -84,13 +99,14 @@ struct Evictor: Sendable {
             return budgetOK && diskOK
         }
         blobs.sort { ($0.lastUsed, $0.name) < ($1.lastUsed, $1.name) }
-        var candidates = blobs.filter { !pinned.contains($0.name) }[...]
+        var candidates = blobs.filter { !pinned.contains($0.name) && !keeping.contains($0.name) }[...]
         while !fits() {
             guard let victim = candidates.popFirst() else {
+                let own = blobs.filter { keeping.contains($0.name) && !pinned.contains($0.name) }.count
                 throw .noSpace(
                     model: model, file: file, needed: bytes,
-                    detail: "budget \(budget.budgetBytes) bytes with \(used) in use (\(pinned.count) pinned blob(s)), "
-                        + "\(free) bytes free on the filesystem with a reserve of \(budget.minFreeBytes)")
+                    detail: "budget \(budget.budgetBytes) bytes with \(used) in use (\(pinned.count) pinned blob(s), "
+                        + "\(own) of this model's own), \(free) bytes free on the filesystem with a reserve of \(budget.minFreeBytes)")
             }
             // A blob being downloaded right now holds its lock: leave it.
             guard let lock = BlobLock.tryAcquire(layout.lock(victim.name)) else { continue }

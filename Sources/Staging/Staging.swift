@@ -65,19 +65,39 @@ public struct Staging: Sendable {
         base.downloader = downloader
         base.donor = donor
         let (template, name) = (base, model.reference.description)
-        let outcomes: [BlobPuller.Outcome]
-        do {
-            outcomes = try await concurrentMap(count: files.count, concurrency: overlapping ? 2 : 1) { index in
-                var puller = template
-                puller.downloader.priority = index
-                return try await puller.pull(
-                    files[index], blockSize: blockSize, model: name,
-                    key: repository.key(of: files[index], in: model.reference), from: repository.store, progress: progress)
+        // Making room for one file never evicts another file of this model.
+        let keeping = KeptBlobs(files.compactMap(\.xxh3_128))
+        func pullFiles(_ indices: [Int]) async throws(StagingError) -> [BlobPuller.Outcome] {
+            do {
+                return try await concurrentMap(count: indices.count, concurrency: overlapping ? 2 : 1) { n in
+                    let index = indices[n]
+                    var puller = template
+                    puller.downloader.priority = index
+                    return try await puller.pull(
+                        files[index], blockSize: blockSize, model: name,
+                        key: repository.key(of: files[index], in: model.reference), from: repository.store, progress: progress,
+                        keeping: keeping)
+                }
+            } catch let error as StagingError {
+                throw error
+            } catch {
+                throw .store(model: name, file: "", .cancelled)
             }
-        } catch let error as StagingError {
-            throw error
-        } catch {
-            throw .store(model: name, file: "", .cancelled)
+        }
+        var outcomes = try await pullFiles(Array(files.indices))
+        // Another process's pull (which knows nothing of this model) may have
+        // evicted a blob this one staged or found: stage it again before the
+        // snapshot links it. Twice gone means the node is out of room.
+        for attempt in 1...2 {
+            let gone = files.indices.filter { !fileExists(layout.blob(outcomes[$0].digest)) }
+            if gone.isEmpty { break }
+            guard attempt == 1 else {
+                throw .noSpace(
+                    model: name, file: files[gone[0]].path, needed: files[gone[0]].size,
+                    detail: "its blob was evicted by another pull twice while this pull ran")
+            }
+            puller.logger.notice("\(name): \(gone.count) blob(s) evicted by another pull while this one ran; staging them again")
+            for (index, outcome) in zip(gone, try await pullFiles(gone)) { outcomes[index] = outcome }
         }
         var report = PullReport(snapshot: "", files: files.count, bytes: 0, downloaded: 0, resumed: 0, alreadyStaged: 0)
         for (file, outcome) in zip(files, outcomes) {

@@ -99,6 +99,52 @@ final class BudgetTests: XCTestCase {
         try await runEvictionScenario(staging, repository)
     }
 
+    /// Making room for one file of a model never evicts another file of the
+    /// same model: it used to evict the model's first file to make room for
+    /// its last, and report a pull whose snapshot had a dangling link (seen in
+    /// the peers benchmark on a nearly full disk). Other models still go.
+    func testAPullNeverEvictsItsOwnModel() async throws {
+        let client = try S3Client(settings: sharedServer.settings(), logger: logger)
+        let bucket = uniqueBucketName("own")
+        try await client.createBucket(bucket)
+        let repository = ModelRepository(store: client.bucket(bucket), prefix: "")
+        var rng = SystemRandomNumberGenerator()
+        func write(_ path: String, mib: Int) throws {
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let words = (0..<(mib << 17)).map { _ in rng.next() as UInt64 }
+            try words.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
+        }
+        try write(directory + "/other/weights.bin", mib: 4)
+        for name in ["a", "b", "c"] { try write(directory + "/big/\(name).bin", mib: 10) }
+        _ = try await repository.push(directory: directory + "/other", as: try ModelReference(parsing: "other"))
+        _ = try await repository.push(directory: directory + "/big", as: try ModelReference(parsing: "big"))
+
+        // 28 MiB: the other model (4) and two files of big (20) fit; the third does not.
+        let staging = Staging(
+            directory: directory + "/staging", downloader: ParallelDownloader(),
+            budget: StagingBudget(budgetBytes: 28 << 20, minFreeBytes: 0), logger: logger)
+        _ = try await pull("other", staging, repository)
+        do {
+            _ = try await pull("big", staging, repository)
+            XCTFail("a 30 MiB model was staged within 28 MiB")
+        } catch {
+            guard case .noSpace(let model, _, _, let detail) = error as? StagingError else { return XCTFail("expected noSpace, got \(error)") }
+            XCTAssertEqual(model, "big@main")
+            XCTAssertTrue(detail.contains("2 of this model's own"), detail)
+        }
+        XCTAssertFalse(isStaged("other", staging), "the other, unpinned model should have made room first")
+        XCTAssertFalse(isStaged("big", staging))
+        // The two files that did land are still there, whole: none was evicted for the third.
+        let blobs = try FileManager.default.contentsOfDirectory(atPath: staging.layout.blobs)
+        XCTAssertEqual(blobs.count, 2, "\(blobs)")
+        for name in ["a", "b", "c"] {
+            let digest = try Digest128.ofFile(atPath: directory + "/big/\(name).bin").description
+            if blobs.contains(digest) {
+                XCTAssertEqual(try Digest128.ofFile(atPath: staging.layout.blob(digest)).description, digest)
+            }
+        }
+    }
+
     func testSmallFilesystem() async throws {
         let repository = try await publishModels()
         let root = directory + "/tmpfs"
