@@ -85,6 +85,7 @@ public struct Staging: Sendable {
             }
         }
         var outcomes = try await pullFiles(Array(files.indices))
+        var replaced: [BlobPuller.Outcome] = []  // still counted: their bytes were fetched
         // Another process's pull (which knows nothing of this model) may have
         // evicted a blob this one staged or found: stage it again before the
         // snapshot links it. Twice gone means the node is out of room.
@@ -97,7 +98,10 @@ public struct Staging: Sendable {
                     detail: "its blob was evicted by another pull twice while this pull ran")
             }
             puller.logger.notice("\(name): \(gone.count) blob(s) evicted by another pull while this one ran; staging them again")
-            for (index, outcome) in zip(gone, try await pullFiles(gone)) { outcomes[index] = outcome }
+            for (index, outcome) in zip(gone, try await pullFiles(gone)) {
+                replaced.append(outcomes[index])
+                outcomes[index] = outcome
+            }
         }
         var report = PullReport(snapshot: "", files: files.count, bytes: 0, downloaded: 0, resumed: 0, alreadyStaged: 0)
         for (file, outcome) in zip(files, outcomes) {
@@ -106,6 +110,11 @@ public struct Staging: Sendable {
             report.resumed += outcome.resumed
             report.donated += outcome.donated
             if outcome.alreadyStaged { report.alreadyStaged += 1 }
+        }
+        for outcome in replaced {
+            report.downloaded += outcome.downloaded
+            report.resumed += outcome.resumed
+            report.donated += outcome.donated
         }
         report.snapshot = try snapshots.write(model.reference, files: zip(files, outcomes).map { ($0.path, $1.digest) })
         return report

@@ -119,9 +119,12 @@ final class BudgetTests: XCTestCase {
         _ = try await repository.push(directory: directory + "/other", as: try ModelReference(parsing: "other"))
         _ = try await repository.push(directory: directory + "/big", as: try ModelReference(parsing: "big"))
 
-        // 28 MiB: the other model (4) and two files of big (20) fit; the third does not.
+        // 28 MiB: the other model (4) and two files of big (20) fit; the third
+        // does not. A rate cap (far above what the test needs) makes the pull
+        // take its files one after the other, so a and b are whole blobs when
+        // c asks for room.
         let staging = Staging(
-            directory: directory + "/staging", downloader: ParallelDownloader(),
+            directory: directory + "/staging", downloader: ParallelDownloader(maxBytesPerSecond: 1 << 30),
             budget: StagingBudget(budgetBytes: 28 << 20, minFreeBytes: 0), logger: logger)
         _ = try await pull("other", staging, repository)
         do {
@@ -142,6 +145,58 @@ final class BudgetTests: XCTestCase {
             if blobs.contains(digest) {
                 XCTAssertEqual(try Digest128.ofFile(atPath: staging.layout.blob(digest)).description, digest)
             }
+        }
+    }
+
+    /// Another process's pull knows nothing of this one: it may evict a blob
+    /// this pull staged before the snapshot links it. The pull notices and
+    /// stages that file again, so its snapshot is whole. (Two `Staging`s on
+    /// one directory stand for the two processes: neither sees the other's
+    /// kept blobs.)
+    func testABlobEvictedByAnotherPullMidPullIsStagedAgain() async throws {
+        let client = try S3Client(settings: sharedServer.settings(), logger: logger)
+        let bucket = uniqueBucketName("restage")
+        try await client.createBucket(bucket)
+        let repository = ModelRepository(store: client.bucket(bucket), prefix: "")
+        var rng = SystemRandomNumberGenerator()
+        func write(_ path: String, mib: Int) throws {
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let words = (0..<(mib << 17)).map { _ in rng.next() as UInt64 }
+            try words.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
+        }
+        try write(directory + "/pair/a.bin", mib: 4)
+        try write(directory + "/pair/b.bin", mib: 8)
+        try write(directory + "/intruder/x.bin", mib: 4)
+        _ = try await repository.push(directory: directory + "/pair", as: try ModelReference(parsing: "pair"))
+        _ = try await repository.push(directory: directory + "/intruder", as: try ModelReference(parsing: "intruder"))
+        let digestA = try Digest128.ofFile(atPath: directory + "/pair/a.bin").description
+
+        // The pull under test: rate-capped, so its files come one after the
+        // other (a, then b over about 4 s).
+        let first = Staging(
+            directory: directory + "/staging",
+            downloader: ParallelDownloader(partSize: 1 << 20, concurrency: 2, maxBytesPerSecond: 2 << 20), logger: logger)
+        // The other process: 14 MiB of budget. With a's blob (4) and b's
+        // partial (8) on disk, its 4 MiB file fits only once a is evicted.
+        let second = Staging(
+            directory: directory + "/staging", downloader: ParallelDownloader(),
+            budget: StagingBudget(budgetBytes: 14 << 20, minFreeBytes: 0), logger: logger)
+        let pair = try await repository.resolve(try ModelReference(parsing: "pair"))
+        let pulling = Task { try await first.pull(pair, from: repository) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !FileManager.default.fileExists(atPath: first.layout.blob(digestA)) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: first.layout.blob(digestA)), "a never landed")
+        _ = try await pull("intruder", second, repository)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: first.layout.blob(digestA)), "the other pull did not evict a: nothing tested")
+
+        let report = try await pulling.value
+        XCTAssertGreaterThanOrEqual(report.downloaded, 16 << 20, "a was not fetched a second time")
+        let snapshot = try first.path(of: try ModelReference(parsing: "pair"))
+        for name in ["a.bin", "b.bin"] {
+            XCTAssertEqual(
+                try Digest128.ofFile(atPath: snapshot + "/" + name), try Digest128.ofFile(atPath: directory + "/pair/" + name), name)
         }
     }
 
