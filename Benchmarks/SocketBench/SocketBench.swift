@@ -117,12 +117,23 @@ struct SocketBench {
             if echo == nil { usleep(20_000) }
         }
         guard echo != nil else { throw EchoServer.EchoError.connect }
-        print("| 4 KiB random reads | clients | p50 µs | p99 µs | p99 min-max | reads/s | p99 / echo floor p99 |")
-        print("|---|---|---|---|---|---|---|")
+        // The server's own CPU per request (its process's user + system time
+        // over the round, from /proc): steadier than a p99 on a busy machine,
+        // and what the daemon adds to a socket round trip. The daemon's pid
+        // comes from the socket itself (SO_PEERCRED).
+        let probe = try UnixSocket.connect(path: socket)
+        let daemonPID = try probe.peerCredentials().pid
+        probe.close()
+        let echoPID = server.processIdentifier
+        print("| 4 KiB random reads | clients | p50 µs | p99 µs | p99 min-max | reads/s | p99 / echo floor p99 | server CPU µs per request |")
+        print("|---|---|---|---|---|---|---|---|")
         for clients in [1, 8] {
             var daemonRuns: [[Double]] = []
             var echoRuns: [[Double]] = []
+            var daemonCPU: [Double] = []
+            var echoCPU: [Double] = []
             for _ in 0..<rounds {
+                var before = cpuSeconds(daemonPID)
                 daemonRuns.append(try latencies(clients: clients) { client in
                     let connection = try DaemonClient(path: socket, name: "latency")
                     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
@@ -132,17 +143,30 @@ struct SocketBench {
                         _ = try connection.read(model, path: path, offset: offset, into: buffer)
                     }
                 })
+                daemonCPU.append((cpuSeconds(daemonPID) - before) * 1e6 / Double(max(1, daemonRuns.last!.count)))
+                before = cpuSeconds(echoPID)
                 echoRuns.append(try latencies(clients: clients) { _ in try EchoServer.Client(path: echoPath).request })
+                echoCPU.append((cpuSeconds(echoPID) - before) * 1e6 / Double(max(1, echoRuns.last!.count)))
             }
             let floor = median(echoRuns.map { percentile($0, 0.99) })
-            for (name, runs) in [("daemon read", daemonRuns), ("echo floor", echoRuns)] {
+            for (name, runs, cpu) in [("daemon read", daemonRuns, daemonCPU), ("echo floor", echoRuns, echoCPU)] {
                 let p50 = runs.map { percentile($0, 0.50) }
                 let p99 = runs.map { percentile($0, 0.99) }
                 let rate = Double(runs.map(\.count).reduce(0, +)) / Double(rounds)
-                print(String(format: "| %@ | %d | %.1f | %.1f | %.1f-%.1f | %.0f | %.2f |",
-                    name, clients, median(p50), median(p99), p99.min()!, p99.max()!, rate, median(p99) / floor))
+                print(String(format: "| %@ | %d | %.1f | %.1f | %.1f-%.1f | %.0f | %.2f | %.1f |",
+                    name, clients, median(p50), median(p99), p99.min()!, p99.max()!, rate, median(p99) / floor, median(cpu)))
             }
         }
+    }
+
+    /// User + system CPU seconds process `pid` has used so far (/proc/PID/stat).
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// Each of `clients` threads makes a request function and calls it for a

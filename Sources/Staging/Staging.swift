@@ -98,6 +98,8 @@ public struct Staging: Sendable {
                     detail: "its blob was evicted by another pull twice while this pull ran")
             }
             puller.logger.notice("\(name): \(gone.count) blob(s) evicted by another pull while this one ran; staging them again")
+            // Their bytes were counted done: take them back, so progress stays within the model's size.
+            for index in gone { progress?(-Int64(files[index].size)) }
             for (index, outcome) in zip(gone, try await pullFiles(gone)) {
                 replaced.append(outcomes[index])
                 outcomes[index] = outcome
