@@ -50,18 +50,23 @@ struct LocalFile: Sendable {
     /// Exactly the bytes of `range`; a file shorter than that is an error.
     func read(_ range: Range<UInt64>) throws(ObjectStoreError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: Int(range.count))
-        var done = 0
-        var failure: Int32 = 0
+        var failure: ObjectStoreError?
         bytes.withUnsafeMutableBytes { buffer in
-            while done < buffer.count {
-                let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(range.lowerBound) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { failure = n == 0 ? EIO : errno; return }
-                done += n
-            }
+            do throws(ObjectStoreError) { try read(at: range.lowerBound, into: buffer) } catch { failure = error }
         }
-        if failure != 0 { throw .localIO(syscall: "pread", path: path, errno: failure) }
+        if let failure { throw failure }
         return bytes
+    }
+
+    /// Fills `buffer` with the bytes at `offset`; a file shorter than that is an error.
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(ObjectStoreError) {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw .localIO(syscall: "pread", path: path, errno: n == 0 ? EIO : errno) }
+            done += n
+        }
     }
 
     func sync() throws(ObjectStoreError) {

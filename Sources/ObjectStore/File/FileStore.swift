@@ -74,6 +74,27 @@ public struct FileStore: ObjectStore {
         }
     }
 
+    /// pread straight into the caller's memory: no array per read, no copy
+    /// (the protocol's default goes through `get`).
+    public func read(_ key: String, range: Range<UInt64>, into targets: [MemoryTarget]) async throws(ObjectStoreError) {
+        precondition(targets.reduce(0) { $0 + $1.buffer.count } == range.count, "targets must add up to the range")
+        if range.isEmpty { return }
+        try await onWorkerThread { () throws(ObjectStoreError) in
+            let file = try openObject(key, "read")
+            defer { file.close() }
+            let size = try file.size()
+            guard range.lowerBound < size else { throw .invalidRange(context("read", key, range)) }
+            guard range.upperBound <= size else {
+                throw .invalidResponse(context("read", key, range), reason: "short read: \(size - range.lowerBound) of \(range.count) bytes")
+            }
+            var position = range.lowerBound
+            for target in targets {
+                try file.read(at: position, into: target.buffer)
+                position += UInt64(target.buffer.count)
+            }
+        }
+    }
+
     public func download(
         _ key: String, range: Range<UInt64>, into output: OutputFile, at offset: UInt64,
         ifMatch etag: String?, progress: ProgressHandler?
