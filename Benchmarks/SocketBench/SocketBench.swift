@@ -205,11 +205,15 @@ struct SocketBench {
         let d = ContinuousClock.now - start
         return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
+    // NaN for no values (a round where every request failed or the server
+    // stalled for the whole second), instead of a crash that hides the rest.
     static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return .nan }
         let s = values.sorted()
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
     static func percentile(_ values: [Double], _ p: Double) -> Double {
+        guard !values.isEmpty else { return .nan }
         let s = values.sorted()
         return s[min(s.count - 1, Int(Double(s.count) * p))]
     }
