@@ -105,6 +105,22 @@ if ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
   log "cannot write /proc/sys/vm/drop_caches (not root?): cold runs will only sync"
 fi
 
+# Room on disk: the run keeps up to six copies of the model at once (the
+# source, the server's data, a tool's output, three staging directories), and
+# every pull leaves staging.minFreeBytes free (10 GiB unless set). Without the
+# room, pulls fail with no-space halfway through: say so before starting.
+min_free=${WEIGHTCACHE_STAGING_MIN_FREE_BYTES:-10GiB}
+min_free=${min_free%B}
+min_free=$(numfmt --from=iec "${min_free%i}" 2>/dev/null || echo $((10 << 30)))
+need=$(( (${model_mib:-2200} * 6 + 1024) * 1048576 + min_free ))
+tmp_root=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
+have=$(( $(df -Pk "$tmp_root" | awk 'NR == 2 {print $4}') * 1024 ))
+if [ "$smoke" != 1 ] && [ "$have" -lt "$need" ]; then
+  log "not enough room in $tmp_root: $((have >> 20)) MiB free, the run needs about $((need >> 20)) MiB" \
+    "(6 copies of the model plus staging.minFreeBytes); set BENCH_TMPDIR, or WEIGHTCACHE_STAGING_MIN_FREE_BYTES=0 on a scratch machine"
+  exit 1
+fi
+
 # The server and the model ---------------------------------------------------
 start_server  # $work, AWS_* exported; stopped and removed on exit
 export AWS_DEFAULT_REGION=$AWS_REGION
