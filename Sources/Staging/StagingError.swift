@@ -16,7 +16,7 @@ public enum StagingError: Error, Sendable, Equatable, CustomStringConvertible {
     case localIO(syscall: String, path: String, errno: Int32)
     /// `path` of a model that was never pulled into this staging directory.
     case notStaged(model: String)
-    /// Not enough room for a file even after evicting every unpinned blob.
+    /// Not enough room for a file even after evicting every blob it may (unpinned, of other models).
     case noSpace(model: String, file: String, needed: UInt64, detail: String)
     /// An operation a pinned revision refuses (eviction): unpin it first.
     case pinned(model: String)
@@ -34,7 +34,7 @@ public enum StagingError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notStaged(let model): "\(model) is not staged here: run `weightcache pull \(model)` first"
         case .pinned(let model): "\(model) is pinned: unpin it first"
         case .noSpace(let model, let file, let needed, let detail):
-            "no room to stage \(model), file \(file) (\(needed) bytes) even after evicting every unpinned blob: \(detail)"
+            "no room to stage \(model), file \(file) (\(needed) bytes) even after evicting every unpinned blob of other models: \(detail)"
         }
     }
 }
