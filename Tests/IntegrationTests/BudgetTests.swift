@@ -27,12 +27,17 @@ final class BudgetTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// An empty models root in a fresh bucket.
+    func emptyRepository(_ tag: String) async throws -> ModelRepository {
+        let client = try S3Client(settings: sharedServer.settings(), logger: logger)
+        let bucket = uniqueBucketName(tag)
+        try await client.createBucket(bucket)
+        return ModelRepository(store: client.bucket(bucket), prefix: "")
+    }
+
     /// Four models of about 15, 15, 15 and 30 MiB published under one root.
     func publishModels() async throws -> ModelRepository {
-        let client = try S3Client(settings: sharedServer.settings(), logger: logger)
-        let bucket = uniqueBucketName("budget")
-        try await client.createBucket(bucket)
-        let repository = ModelRepository(store: client.bucket(bucket), prefix: "")
+        let repository = try await emptyRepository("budget")
         for (name, mib, seed) in [("a", 14, 1), ("b", 14, 2), ("c", 14, 3), ("d", 29, 4)] {
             let path = directory + "/src-" + name
             try runProcess("/usr/bin/env", [
@@ -104,18 +109,9 @@ final class BudgetTests: XCTestCase {
     /// its last, and report a pull whose snapshot had a dangling link (seen in
     /// the peers benchmark on a nearly full disk). Other models still go.
     func testAPullNeverEvictsItsOwnModel() async throws {
-        let client = try S3Client(settings: sharedServer.settings(), logger: logger)
-        let bucket = uniqueBucketName("own")
-        try await client.createBucket(bucket)
-        let repository = ModelRepository(store: client.bucket(bucket), prefix: "")
-        var rng = SystemRandomNumberGenerator()
-        func write(_ path: String, mib: Int) throws {
-            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let words = (0..<(mib << 17)).map { _ in rng.next() as UInt64 }
-            try words.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
-        }
-        try write(directory + "/other/weights.bin", mib: 4)
-        for name in ["a", "b", "c"] { try write(directory + "/big/\(name).bin", mib: 10) }
+        let repository = try await emptyRepository("own")
+        try randomFile(size: 4 << 20, at: directory + "/other/weights.bin")
+        for name in ["a", "b", "c"] { try randomFile(size: 10 << 20, at: directory + "/big/\(name).bin") }
         _ = try await repository.push(directory: directory + "/other", as: try ModelReference(parsing: "other"))
         _ = try await repository.push(directory: directory + "/big", as: try ModelReference(parsing: "big"))
 
@@ -154,19 +150,10 @@ final class BudgetTests: XCTestCase {
     /// one directory stand for the two processes: neither sees the other's
     /// kept blobs.)
     func testABlobEvictedByAnotherPullMidPullIsStagedAgain() async throws {
-        let client = try S3Client(settings: sharedServer.settings(), logger: logger)
-        let bucket = uniqueBucketName("restage")
-        try await client.createBucket(bucket)
-        let repository = ModelRepository(store: client.bucket(bucket), prefix: "")
-        var rng = SystemRandomNumberGenerator()
-        func write(_ path: String, mib: Int) throws {
-            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let words = (0..<(mib << 17)).map { _ in rng.next() as UInt64 }
-            try words.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
-        }
-        try write(directory + "/pair/a.bin", mib: 4)
-        try write(directory + "/pair/b.bin", mib: 8)
-        try write(directory + "/intruder/x.bin", mib: 4)
+        let repository = try await emptyRepository("restage")
+        try randomFile(size: 4 << 20, at: directory + "/pair/a.bin")
+        try randomFile(size: 8 << 20, at: directory + "/pair/b.bin")
+        try randomFile(size: 4 << 20, at: directory + "/intruder/x.bin")
         _ = try await repository.push(directory: directory + "/pair", as: try ModelReference(parsing: "pair"))
         _ = try await repository.push(directory: directory + "/intruder", as: try ModelReference(parsing: "intruder"))
         let digestA = try Digest128.ofFile(atPath: directory + "/pair/a.bin").description

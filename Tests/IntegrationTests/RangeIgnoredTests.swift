@@ -57,10 +57,7 @@ final class RangeIgnoredTests: XCTestCase {
         let model = directory + "/model"
         try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
         try Data("{\"tiny\": true}".utf8).write(to: URL(fileURLWithPath: model + "/config.json"))
-        var big = [UInt8](repeating: 0, count: 20 << 20)
-        var rng = SystemRandomNumberGenerator()
-        for i in stride(from: 0, to: big.count, by: 8) { withUnsafeBytes(of: rng.next() as UInt64) { big.replaceSubrange(i..<i + 8, with: $0) } }
-        try Data(big).write(to: URL(fileURLWithPath: model + "/weights.bin"))
+        try randomFile(size: 20 << 20, at: model + "/weights.bin")
         let served = directory + "/served"
         let reference = try ModelReference(parsing: "tiny@main")
         _ = try await ModelRepository(store: FileStore(root: served + "/rangeless"), prefix: "models").push(directory: model, as: reference)

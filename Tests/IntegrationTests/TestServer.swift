@@ -176,7 +176,13 @@ func uniqueBucketName(_ tag: String) -> String {
 
 /// A file of `size` random bytes in a fresh temporary directory.
 func randomFile(size: Int, in directory: String) throws -> String {
-    let path = directory + "/random-\(size).bin"
+    try randomFile(size: size, at: directory + "/random-\(size).bin")
+}
+
+/// A file of `size` random bytes at `path` (its folder made if needed).
+@discardableResult
+func randomFile(size: Int, at path: String) throws -> String {
+    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     let source = open("/dev/urandom", O_RDONLY)
     defer { close(fd); close(source) }
