@@ -36,8 +36,6 @@ final class Connection: @unchecked Sendable {
     /// This connection's request counters: its own lock, so connections never
     /// contend on a shared one per request; the server sums them for stats.
     private let tally = Mutex(RequestTally())
-    /// The reading thread's reply buffer for small reads.
-    private let smallReplyBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Frame.headerSize + Connection.copyLimit, alignment: 64)
 
     init(id: Int, socket: UnixSocket, server: Server) {
         self.id = id
@@ -50,7 +48,13 @@ final class Connection: @unchecked Sendable {
     }
 
     private func count(_ update: (inout RequestTally) -> Void) { tally.withLock { update(&$0) } }
-    var requestCounts: RequestCounts { tally.withLock { $0.named } }
+    var requestCounts: RequestCounts {
+        var counts = tally.withLock { $0.named }
+        state.lock()
+        counts.inFlight = inFlight  // kept once, where the limit is enforced
+        state.unlock()
+        return counts
+    }
 
     /// Asks the reading loop to stop taking requests (drain).
     func stopReading() {
@@ -74,8 +78,6 @@ final class Connection: @unchecked Sendable {
         defer { state.unlock() }
         return broken
     }
-
-    deinit { smallReplyBuffer.deallocate() }
 
     func run() {
         defer { finish() }
@@ -165,10 +167,7 @@ final class Connection: @unchecked Sendable {
         let admitted = inFlight < limits.maxInFlight
         if admitted { inFlight += 1 }
         state.unlock()
-        count {
-            $0.received(type)
-            if admitted { $0.counts.inFlight += 1 }
-        }
+        count { $0.received(type) }
         guard admitted else {
             send(.error(.busy, "more than \(limits.maxInFlight) requests in flight on this connection"), request: frame.request)
             return true
@@ -184,7 +183,7 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Runs a request and writes its reply (or error).
-    /// `inline`: on the reading thread, which may use its own buffers and caches.
+    /// `inline`: on the reading thread, which may use its own cache (`lastTarget`).
     private func perform(_ request: Request, id: UInt32, inline: Bool) {
         let ticket = InFlightTicket(self)
         defer { ticket.settle() }
@@ -197,7 +196,6 @@ final class Connection: @unchecked Sendable {
         inFlight -= 1
         state.broadcast()
         state.unlock()
-        count { $0.counts.inFlight -= 1 }
     }
 
     private func run(_ request: Request, id: UInt32, inline: Bool, ticket: InFlightTicket) {
@@ -238,13 +236,12 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    /// A read within one block is sent from the RAM arena behind its header
-    /// with one gathered send. Other small reads are copied behind the header
-    /// into one reusable buffer and sent with one call. Large ones are sent straight from the RAM arena,
-    /// block by block, under the write lock: no copy in the daemon at all. If
-    /// a later block fails after the reply has started, the frame cannot be
-    /// finished and the connection is closed (a client treats that as the
-    /// end of its requests); a failure before the first byte is an error reply.
+    /// Every read is sent straight from the RAM arena, no copy in the daemon:
+    /// the header with the first block's bytes in one gathered send, then the
+    /// next blocks' bytes. If a later block fails after the reply has started,
+    /// the frame cannot be finished and the connection is closed (a client
+    /// treats that as the end of its requests); a failure before the first
+    /// byte is an error reply.
     private func read(
         _ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32, inline: Bool, ticket: InFlightTicket
     ) throws(DaemonError) {
@@ -252,63 +249,50 @@ final class Connection: @unchecked Sendable {
             throw .invalidArgument("read length \(length) is over the limit of \(limits.maxReadLength) bytes")
         }
         let plan = try target(model, path, inline: inline).plan(offset: offset, length: UInt64(length), path: path)
-        let count = plan.range.count
-        let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: count)
-        let blockSize = UInt64(plan.source.blockSize)
-        if count > 0, plan.range.lowerBound / blockSize == (plan.range.upperBound - 1) / blockSize {
-            // Within one block: the header and the bytes in place in the
-            // arena go out with one gathered send, no copy in the daemon.
-            try node.forEachBlock(plan, model: model, path: path, reader: self.id) { piece in
-                ticket.settle()
-                header.withUnsafeBytes { head in deliver { () throws(SocketError) in try socket.send(head, piece) } }
-                return true
-            }
-        } else if count <= Self.copyLimit {
-            let frameSize = Frame.headerSize + count
-            // The reading thread reuses one buffer; workers (pipelined reads) allocate.
-            let scratch = inline ? smallReplyBuffer : UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 64)
-            defer { if !inline { scratch.deallocate() } }
-            scratch.copyBytes(from: header)
-            var position = Frame.headerSize
-            try node.forEachBlock(plan, model: model, path: path, reader: self.id) { piece in
-                (scratch.baseAddress! + position).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
-                position += piece.count
-                return true
-            }
+        let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: plan.range.count)
+        if plan.range.isEmpty {
             ticket.settle()
-            write(UnsafeRawBufferPointer(rebasing: scratch[0..<frameSize]))
+            write(header, passing: nil)
         } else if let failure = stream(plan, header: header, model: model, path: path, ticket: ticket) {
             throw failure
         }
-        let bytes = UInt64(count)
-        self.count {
+        let bytes = UInt64(plan.range.count)
+        count {
             $0.counts.read += 1
             $0.counts.readBytes += bytes
         }
     }
 
-    /// Sends a read's frame from the arena under the write lock. Returns the
-    /// error to reply with when it failed before the first byte went out.
-    private func stream(_ requested: ReadPlan, header: [UInt8], model: String, path: String, ticket: InFlightTicket) -> DaemonError? {
-        // Blocks are loaded (from NVMe or the store, checked) before the write
-        // lock is taken: pipelined reads of one connection fetch in parallel
-        // and only their sending is serialised.
-        let plan: ReadPlan
-        do throws(DaemonError) { plan = try node.loaded(requested, model: model, path: path) } catch { return error }
-        writeLock.lock()
-        defer { writeLock.unlock() }
-        guard !isBroken else { return nil }
+    /// Sends a read's frame from the arena. Returns the error to reply with
+    /// when it failed before the first byte went out. `Node.forEachBlock` has
+    /// every block of the read loaded (from NVMe or the store, checked) before
+    /// it hands over the first, and the write lock is taken only then:
+    /// pipelined reads of one connection fetch in parallel and only their
+    /// sending is serialised.
+    private func stream(_ plan: ReadPlan, header: [UInt8], model: String, path: String, ticket: InFlightTicket) -> DaemonError? {
+        var locked = false
+        defer { if locked { writeLock.unlock() } }
         var started = false
         var delivered = true
         do throws(DaemonError) {
             try node.forEachBlock(plan, model: model, path: path, reader: id) { piece in
+                if !locked {
+                    writeLock.lock()
+                    locked = true
+                    guard !isBroken else { return false }  // the client is gone: nothing to send
+                    ticket.settle()
+                }
                 do throws(SocketError) {
-                    if !started {
-                        ticket.settle()
-                        try socket.send(header)
+                    if started {
+                        try socket.send(piece)
+                    } else {
+                        var failure: SocketError?
+                        header.withUnsafeBytes { head in
+                            do throws(SocketError) { try socket.send(head, piece) } catch { failure = error }
+                        }
+                        if let failure { throw failure }
                     }
                     started = true
-                    try socket.send(piece)
                     return true
                 } catch {
                     delivered = false
@@ -359,10 +343,6 @@ final class Connection: @unchecked Sendable {
         return target
     }
 
-    /// Reads up to this size are copied into one frame (one send); larger
-    /// ones go out from the arena in place.
-    static let copyLimit = 256 << 10
-
     /// `ticket`: the request's place in the in-flight count, given back as
     /// its final reply goes out (none for replies to refused requests).
     private func send(_ response: Response, request: UInt32, ticket: InFlightTicket? = nil, passing descriptor: Int32? = nil) {
@@ -376,10 +356,6 @@ final class Connection: @unchecked Sendable {
         } else {
             bytes.withUnsafeBytes { raw in deliver { () throws(SocketError) in try socket.send(raw) } }
         }
-    }
-
-    private func write(_ bytes: UnsafeRawBufferPointer) {
-        deliver { () throws(SocketError) in try socket.send(bytes) }
     }
 
     /// Sends one whole frame under the write lock; a failure marks the
