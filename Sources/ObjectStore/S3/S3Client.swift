@@ -61,12 +61,16 @@ public final class S3Client: Sendable {
 
     // MARK: requests
 
+    /// `range`: a ranged GET. It sets the Range header and tells the transfer
+    /// what to expect, so that a server ignoring it is caught (`rangeIgnored`).
     func request(
         _ method: HTTPRequest.Method, bucket: String?, key: String? = nil, query: [(String, String)] = [],
-        headers: [String] = [], body: [UInt8]? = nil
+        range: Range<UInt64>? = nil, headers: [String] = [], body: [UInt8]? = nil
     ) -> HTTPRequest {
         var request = HTTPRequest(method: method, url: urls.url(bucket: bucket, key: key, query: query))
-        request.headers = headers + ["x-amz-content-sha256: UNSIGNED-PAYLOAD"]
+        request.headers = (range.map { ["Range: bytes=\($0.lowerBound)-\($0.upperBound - 1)"] } ?? []) + headers
+            + ["x-amz-content-sha256: UNSIGNED-PAYLOAD"]
+        request.range = range
         request.body = body
         request.connectTimeoutMilliseconds = settings.connectTimeoutMilliseconds
         request.lowSpeedSeconds = settings.lowSpeedTimeoutSeconds

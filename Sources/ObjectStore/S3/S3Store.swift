@@ -31,9 +31,7 @@ public struct S3Store: ObjectStore {
 
     public func get(_ key: String, range: Range<UInt64>?) async throws(ObjectStoreError) -> [UInt8] {
         if let range, range.isEmpty { return [] }
-        var request = client.request(
-            .get, bucket: bucket, key: try checked(key), headers: range.map { [Self.rangeHeader($0)] } ?? [])
-        request.range = range
+        var request = client.request(.get, bucket: bucket, key: try checked(key), range: range)
         request.sink = .memory(limit: range.map { Int(clamping: $0.count) } ?? Int.max)
         let outcome = try await client.send(request, context("GetObject", key, range))
         // A server that ignores Range answers 200 with the whole object.
@@ -48,8 +46,7 @@ public struct S3Store: ObjectStore {
     public func read(_ key: String, range: Range<UInt64>, into targets: [MemoryTarget]) async throws(ObjectStoreError) {
         precondition(targets.reduce(0) { $0 + $1.buffer.count } == range.count, "targets must add up to the range")
         if range.isEmpty { return }
-        var request = client.request(.get, bucket: bucket, key: try checked(key), headers: [Self.rangeHeader(range)])
-        request.range = range
+        var request = client.request(.get, bucket: bucket, key: try checked(key), range: range)
         request.sink = .buffers(targets)
         // A server that ignores Range answers 200 with the whole object: the
         // transfer refuses it at its first byte (`rangeIgnored`) for a range
@@ -62,10 +59,8 @@ public struct S3Store: ObjectStore {
         ifMatch etag: String?, progress: ProgressHandler?
     ) async throws(ObjectStoreError) {
         if range.isEmpty { return }
-        var headers = [Self.rangeHeader(range)]
-        if let etag { headers.append("If-Match: \(etag)") }
-        var request = client.request(.get, bucket: bucket, key: try checked(key), headers: headers)
-        request.range = range
+        var request = client.request(
+            .get, bucket: bucket, key: try checked(key), range: range, headers: etag.map { ["If-Match: \($0)"] } ?? [])
         request.sink = .file(file, offset: offset, length: UInt64(range.count), progress: progress)
         _ = try await client.send(request, context("GetObject", key, range), progress: progress)
     }
@@ -95,9 +90,5 @@ public struct S3Store: ObjectStore {
     public func delete(_ key: String) async throws(ObjectStoreError) {
         _ = try await client.send(
             client.request(.delete, bucket: bucket, key: checked(key)), context("DeleteObject", key))
-    }
-
-    static func rangeHeader(_ range: Range<UInt64>) -> String {
-        "Range: bytes=\(range.lowerBound)-\(range.upperBound - 1)"
     }
 }
