@@ -178,6 +178,19 @@ def test_hello_limits_and_env_default_path(daemon, monkeypatch):
     assert c.closed
 
 
+def test_the_daemons_own_socket_variable_is_the_fallback(daemon, monkeypatch):
+    # WEIGHTCACHE_SOCKET_PATH is what `weightcache serve` and the CLI read:
+    # a node that sets only it must not leave Python clients on the default.
+    monkeypatch.delenv("WEIGHTCACHE_SOCKET", raising=False)
+    monkeypatch.setenv("WEIGHTCACHE_SOCKET_PATH", daemon.path)
+    with Client(timeout=5) as c:
+        assert c.path == daemon.path
+    monkeypatch.setenv("WEIGHTCACHE_SOCKET", daemon.path)
+    monkeypatch.setenv("WEIGHTCACHE_SOCKET_PATH", "/nonexistent/other.sock")
+    with Client(timeout=5) as c:  # the client's own variable wins
+        assert c.path == daemon.path
+
+
 def test_split_reads_are_pipelined_and_reassembled_out_of_order(client, daemon):
     data = FILES["weights.bin"]
     assert client.read(MODEL, "weights.bin", 0, len(data)) == data

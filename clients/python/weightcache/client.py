@@ -164,7 +164,9 @@ def _fds_from(ancdata: list) -> List[int]:
 class Client:
     """One connection to the daemon; see the module docstring for threading.
 
-    `path` defaults to $WEIGHTCACHE_SOCKET, else /run/weightcache/weightcache.sock.
+    `path` defaults to $WEIGHTCACHE_SOCKET, else $WEIGHTCACHE_SOCKET_PATH (the
+    variable the daemon and the CLI read socket.path from, so one setting
+    serves every process), else /run/weightcache/weightcache.sock.
     `timeout` (seconds, None = wait forever) bounds every socket operation.
     Raises WeightCacheError for `error` replies (`.code`, `.name`, `.message`),
     ConnectionError when the connection ends, ProtocolError on bad bytes.
@@ -172,7 +174,8 @@ class Client:
 
     def __init__(self, path: Optional[str] = None, timeout: Optional[float] = None,
                  client_name: str = "python") -> None:
-        self.path = path or os.environ.get("WEIGHTCACHE_SOCKET") or DEFAULT_SOCKET
+        self.path = (path or os.environ.get("WEIGHTCACHE_SOCKET") or os.environ.get("WEIGHTCACHE_SOCKET_PATH")
+                     or DEFAULT_SOCKET)
         self._next_id = 1
         self._sock: Optional[socket.socket] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
