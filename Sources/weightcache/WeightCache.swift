@@ -18,10 +18,17 @@ struct WeightCache: AsyncParsableCommand {
         commandName: "weightcache",
         abstract: "Tiered model-weight storage and cache: object store -> NVMe -> RAM -> your GPU process.",
         discussion: """
-            Exit codes: 0 success; 1 failure; 2 data failed verification (integrity); 3 not found
-            (model, file, object); 4 no daemon listening on socket.path; 5 permission denied by the
-            daemon; 6 object store unreachable or failing; 7 no space in staging; 64 bad usage;
-            78 bad configuration. Errors go to stderr as one line.
+            Errors go to stderr as one line. Exit codes:
+              0   success
+              1   failure
+              2   data failed verification (integrity)
+              3   not found (model, file, object)
+              4   no daemon listening on socket.path
+              5   permission denied by the daemon
+              6   object store unreachable or failing
+              7   no space in staging
+              64  bad usage
+              78  bad configuration
             """,
         subcommands: [
             Serve.self, Ready.self, Preload.self, Pin.self, Unpin.self, Evict.self, Stats.self, List.self,
