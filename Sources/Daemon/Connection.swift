@@ -166,6 +166,9 @@ final class Connection: @unchecked Sendable {
         state.lock()
         let admitted = inFlight < limits.maxInFlight
         if admitted { inFlight += 1 }
+        // Other requests in flight or already behind this one: the client
+        // pipelines, and is its own read-ahead (see `BlockCache`).
+        let pipelined = inFlight > 1 || more
         state.unlock()
         count { $0.received(type) }
         guard admitted else {
@@ -173,21 +176,22 @@ final class Connection: @unchecked Sendable {
             return true
         }
         if case .preload = request {
-            server.workers.async { self.perform(request, id: frame.request, inline: false) }
+            server.workers.async { self.perform(request, id: frame.request, inline: false, pipelined: pipelined) }
         } else if more {
-            server.workers.async { self.perform(request, id: frame.request, inline: false) }
+            server.workers.async { self.perform(request, id: frame.request, inline: false, pipelined: pipelined) }
         } else {
-            perform(request, id: frame.request, inline: true)
+            perform(request, id: frame.request, inline: true, pipelined: pipelined)
         }
         return true
     }
 
     /// Runs a request and writes its reply (or error).
     /// `inline`: on the reading thread, which may use its own cache (`lastTarget`).
-    private func perform(_ request: Request, id: UInt32, inline: Bool) {
+    /// `pipelined`: the client had other requests in flight when this one came.
+    private func perform(_ request: Request, id: UInt32, inline: Bool, pipelined: Bool) {
         let ticket = InFlightTicket(self)
         defer { ticket.settle() }
-        run(request, id: id, inline: inline, ticket: ticket)
+        run(request, id: id, inline: inline, pipelined: pipelined, ticket: ticket)
     }
 
     /// Gives a request's place in the in-flight count back (`InFlightTicket`).
@@ -198,7 +202,7 @@ final class Connection: @unchecked Sendable {
         state.unlock()
     }
 
-    private func run(_ request: Request, id: UInt32, inline: Bool, ticket: InFlightTicket) {
+    private func run(_ request: Request, id: UInt32, inline: Bool, pipelined: Bool, ticket: InFlightTicket) {
         do throws(DaemonError) {
             switch request {
             case .hello: send(.error(.invalidArgument, "hello was already sent"), request: id, ticket: ticket)
@@ -207,7 +211,8 @@ final class Connection: @unchecked Sendable {
                 let resolved = try node.resolve(try Node.reference(model))
                 send(.file(node.info(try node.file(path, of: resolved))), request: id, ticket: ticket)
             case .list: send(.models(node.summaries()), request: id, ticket: ticket)
-            case .read(let model, let path, let offset, let length): try read(model, path, offset, length, id: id, inline: inline, ticket: ticket)
+            case .read(let model, let path, let offset, let length):
+                try read(model, path, offset, length, id: id, inline: inline, pipelined: pipelined, ticket: ticket)
             case .open(let model, let path):
                 let opened = try node.open(model: model, path: path)
                 defer { close(opened.descriptor) }
@@ -243,7 +248,8 @@ final class Connection: @unchecked Sendable {
     /// treats that as the end of its requests); a failure before the first
     /// byte is an error reply.
     private func read(
-        _ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32, inline: Bool, ticket: InFlightTicket
+        _ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32, inline: Bool, pipelined: Bool,
+        ticket: InFlightTicket
     ) throws(DaemonError) {
         guard Int(length) <= limits.maxReadLength else {
             throw .invalidArgument("read length \(length) is over the limit of \(limits.maxReadLength) bytes")
@@ -253,7 +259,7 @@ final class Connection: @unchecked Sendable {
         if plan.range.isEmpty {
             ticket.settle()
             write(header, passing: nil)
-        } else if let failure = stream(plan, header: header, model: model, path: path, ticket: ticket) {
+        } else if let failure = stream(plan, header: header, model: model, path: path, pipelined: pipelined, ticket: ticket) {
             throw failure
         }
         let bytes = UInt64(plan.range.count)
@@ -269,13 +275,15 @@ final class Connection: @unchecked Sendable {
     /// it hands over the first, and the write lock is taken only then:
     /// pipelined reads of one connection fetch in parallel and only their
     /// sending is serialised.
-    private func stream(_ plan: ReadPlan, header: [UInt8], model: String, path: String, ticket: InFlightTicket) -> DaemonError? {
+    private func stream(
+        _ plan: ReadPlan, header: [UInt8], model: String, path: String, pipelined: Bool, ticket: InFlightTicket
+    ) -> DaemonError? {
         var locked = false
         defer { if locked { writeLock.unlock() } }
         var started = false
         var delivered = true
         do throws(DaemonError) {
-            try node.forEachBlock(plan, model: model, path: path, reader: id) { piece in
+            try node.forEachBlock(plan, model: model, path: path, reader: id, pipelined: pipelined) { piece in
                 if !locked {
                     writeLock.lock()
                     locked = true

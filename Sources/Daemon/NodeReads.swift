@@ -61,7 +61,8 @@ extension Node {
     /// the first byte is handed over, so that a bad block is recovered from —
     /// or reported as an error reply — instead of cutting a reply midway.
     func forEachBlock(
-        _ plan: ReadPlan, model text: String, path: String, reader: Int, _ body: (UnsafeRawBufferPointer) -> Bool
+        _ plan: ReadPlan, model text: String, path: String, reader: Int, pipelined: Bool,
+        _ body: (UnsafeRawBufferPointer) -> Bool
     ) throws(DaemonError) {
         var plan = plan
         let blockSize = UInt64(plan.source.blockSize)
@@ -70,14 +71,16 @@ extension Node {
         }
         var started = false
         do {
-            try cache.forEachBlock(of: plan.source, in: plan.range, reader: reader) { piece in
+            try cache.forEachBlock(of: plan.source, in: plan.range, reader: reader, pipelined: pipelined) { piece in
                 started = true
                 return body(piece)
             }
         } catch {
             guard recoverable(error, plan), !started else { throw DaemonError(error) }
             let again = try replan(plan, after: error, model: text, path: path)
-            do { try cache.forEachBlock(of: again.source, in: again.range, reader: reader, body) } catch { throw DaemonError(error) }
+            do { try cache.forEachBlock(of: again.source, in: again.range, reader: reader, pipelined: pipelined, body) } catch {
+                throw DaemonError(error)
+            }
         }
     }
 
@@ -232,7 +235,7 @@ extension Node {
                 guard target.count >= Int(range.count) else {
                     throw .origin(blob: digest, block: block, reason: "block of \(range.count) bytes into a \(target.count)-byte slot")
                 }
-                try fetchRaw(range, [UnsafeMutableRawBufferPointer(rebasing: target[0..<Int(range.count)])], block)
+                try fetchRaw(range, [UnsafeMutableRawBufferPointer(rebasing: target[0..<Int(range.count)])], block, Self.readerPriority)
                 return
             }
             let bytes = try Self.fromStore(activity, slots, blob: digest, block: block) {
@@ -258,45 +261,51 @@ extension Node {
         let fetchRaw = rawFetcher(entry, of: model)
         let blockSize = UInt64(model.blockSize)
         let size = entry.size
-        return { (blocks: Range<Int>, targets: [UnsafeMutableRawBufferPointer]) throws(CacheError) -> Void in
+        return { (blocks: Range<Int>, targets: [UnsafeMutableRawBufferPointer], ahead: Bool) throws(CacheError) -> Void in
             let range = UInt64(blocks.lowerBound) * blockSize..<min(size, UInt64(blocks.upperBound) * blockSize)
-            try fetchRaw(range, targets, blocks.lowerBound)
+            try fetchRaw(range, targets, blocks.lowerBound, ahead ? Self.readAheadPriority : Self.readerPriority)
         }
     }
 
-    /// GETs `range` of a raw file into `targets` (filled in turn), at reader
-    /// priority, counted as read-through activity; `block` names the first
+    /// Store slots (`PartSlots`, lower first): blocks a reader waits on, then
+    /// read-ahead, then pulls (whose files take priorities 0, 1, ...).
+    static let readerPriority = -2
+    static let readAheadPriority = -1
+
+    /// GETs `range` of a raw file into `targets` (filled in turn), at
+    /// `priority`, counted as read-through activity; `block` names the first
     /// block in errors.
     private func rawFetcher(
         _ entry: Manifest.File, of model: ResolvedModel
-    ) -> @Sendable (Range<UInt64>, [UnsafeMutableRawBufferPointer], Int) throws(CacheError) -> Void {
+    ) -> @Sendable (Range<UInt64>, [UnsafeMutableRawBufferPointer], Int, Int) throws(CacheError) -> Void {
         let store = repository.store
         let key = repository.key(of: entry, in: model.reference)
         let digest = entry.xxh3_128 ?? entry.path
         let slots = transferSlots
         let activity = readThrough
-        return { range, targets, block throws(CacheError) in
+        return { range, targets, block, priority throws(CacheError) in
             let into = targets.map { MemoryTarget($0) }
             guard into.reduce(0, { $0 + $1.buffer.count }) == Int(range.count) else {
                 throw .origin(blob: digest, block: block, reason: "\(range.count) bytes into targets of another size")
             }
-            try Self.fromStore(activity, slots, blob: digest, block: block) {
+            try Self.fromStore(activity, slots, priority: priority, blob: digest, block: block) {
                 try await store.read(key, range: range, into: into)
             }
         }
     }
 
-    /// One read-through request to the store from a reader's thread: counted
-    /// as read-through activity, ahead of any pull's parts (someone is
-    /// waiting on these blocks), its failure reported as the block's origin's.
+    /// One read-through request to the store from a reader's (or a
+    /// read-ahead) thread: counted as read-through activity, ahead of any
+    /// pull's parts (someone is or soon will be waiting on these blocks), its
+    /// failure reported as the block's origin's.
     private static func fromStore<T: Sendable>(
-        _ activity: ReadThroughActivity, _ slots: PartSlots, blob digest: String, block: Int,
+        _ activity: ReadThroughActivity, _ slots: PartSlots, priority: Int = readerPriority, blob digest: String, block: Int,
         _ request: @escaping @Sendable () async throws -> T
     ) throws(CacheError) -> T {
         do {
             return try activity.fetching { () throws(any Error) in
                 try blocking {
-                    try await slots.acquire(priority: -1)
+                    try await slots.acquire(priority: priority)
                     defer { slots.release() }
                     return try await request()
                 }

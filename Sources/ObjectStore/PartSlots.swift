@@ -7,8 +7,8 @@ import Synchronization
 /// publish). Files then overlap without reordering: the model still arrives
 /// front to back, and the connection count stays at `concurrency`. The daemon
 /// shares one set between its pulls and its read-through fetches, which come
-/// first (priority -1): a reader waiting on a block is served before a
-/// background pull's next part.
+/// first (negative priorities: blocks a reader waits on, then read-ahead): a
+/// reader waiting on a block is served before a background pull's next part.
 public final class PartSlots: Sendable {
     private struct Waiter {
         var priority: Int

@@ -48,7 +48,12 @@ struct Serve: AsyncParsableCommand {
         let quarantineLogger = logger
         let cache = try BlockCache(
             budgetBytes: config.ramCache.budgetBytes, blockSize: Int(config.ramCache.blockSize), policy: policy,
-            readAheadBlocks: config.ramCache.readAheadBlocks
+            readAheadBlocks: config.ramCache.readAheadBlocks,
+            // Half the store connections for read-ahead, leaving the rest to
+            // the reads themselves; one part's worth of blocks per request.
+            remoteReadAhead: RemoteReadAhead(
+                requests: config.transfer.concurrency / 2,
+                runBlocks: Int(config.transfer.partSize / max(1, config.ramCache.blockSize)))
         ) { digest, block in
             _ = try? staging.quarantine(blob: digest, reason: "block \(block) failed its xxh3-64 check on the way into RAM", logger: quarantineLogger)
         }

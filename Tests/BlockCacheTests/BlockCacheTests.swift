@@ -174,7 +174,7 @@ final class BlockCacheTests: XCTestCase {
                     bytes[block * blockSize..<block * blockSize + target.count].withUnsafeBytes { target.copyMemory(from: $0) }
                 },
                 size: staged.size, blockSize: blockSize, blockDigests: staged.blockDigests)
-            source.fetchRun = { (blocks: Range<Int>, targets: [UnsafeMutableRawBufferPointer]) throws(CacheError) -> Void in
+            source.fetchRun = { (blocks: Range<Int>, targets: [UnsafeMutableRawBufferPointer], ahead: Bool) throws(CacheError) -> Void in
                 log.add("run \(blocks.lowerBound)..<\(blocks.upperBound)")
                 if failRuns { throw .origin(blob: "runs", block: blocks.lowerBound, reason: "connection reset") }
                 for (block, target) in zip(blocks, targets) {
@@ -230,6 +230,59 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertLessThan(randomStats.prefetchedUsed + randomStats.prefetchedWasted + randomStats.residentBlocks, 40 * 4, "\(randomStats)")
     }
 
+    /// Read-ahead of a blob that is not staged yet fetches runs of
+    /// `runBlocks` blocks, up to `requests` at once: one block at a time
+    /// capped a sequential reader at one store connection's rate. Each
+    /// request here waits (at most 2 s) until another is in flight, so one
+    /// at a time shows as a peak of 1.
+    func testRemoteReadAheadFetchesRunsSeveralAtOnce() throws {
+        let blockSize = 64 << 10
+        let cache = try BlockCache(
+            budgetBytes: UInt64(64 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 8,
+            remoteReadAhead: RemoteReadAhead(requests: 2, runBlocks: 2))
+        let (staged, bytes) = try makeBlob("ahead", size: 40 * blockSize + 10, blockSize: blockSize)
+        let probe = RequestProbe()
+        var source = BlobSource(
+            digest: staged.digest,
+            origin: .remote { (block: Int, target: UnsafeMutableRawBufferPointer) throws(CacheError) -> Void in
+                bytes[block * blockSize..<block * blockSize + target.count].withUnsafeBytes { target.copyMemory(from: $0) }
+            },
+            size: staged.size, blockSize: blockSize, blockDigests: staged.blockDigests)
+        source.fetchRun = { (blocks: Range<Int>, targets: [UnsafeMutableRawBufferPointer], ahead: Bool) throws(CacheError) -> Void in
+            XCTAssertTrue(ahead, "only read-ahead asks for runs here: the reader reads one block at a time")
+            probe.begin(blocks)
+            defer { probe.end() }
+            for (block, target) in zip(blocks, targets) {
+                bytes[block * blockSize..<block * blockSize + target.count].withUnsafeBytes { target.copyMemory(from: $0) }
+            }
+        }
+        for block in 0..<41 {
+            let range = UInt64(block * blockSize)..<min(staged.size, UInt64((block + 1) * blockSize))
+            XCTAssertEqual(try cache.read(source, range: range), Array(bytes[Int(range.lowerBound)..<Int(range.upperBound)]))
+        }
+        XCTAssertEqual(probe.peak, 2, "read-ahead requests to the store ran one at a time, or more than asked")
+        XCTAssertFalse(probe.runs.isEmpty)
+        XCTAssertTrue(probe.runs.allSatisfy { (1...2).contains($0.count) }, "\(probe.runs)")
+        let stats = cache.statistics
+        XCTAssertGreaterThan(stats.prefetchedUsed, 20, "\(stats)")
+        XCTAssertEqual(stats.integrityFailures, 0)
+
+        // A reader with other reads in flight is its own read-ahead: the
+        // cache reads ahead of it one block at a time, no runs beside its own.
+        cache.drop(blob: staged.digest)
+        XCTAssertEqual(cache.residentBytes(blob: staged.digest, size: staged.size), 0)
+        let runsBefore = probe.runs.count
+        let usedBefore = cache.statistics.prefetchedUsed
+        for block in 0..<41 {
+            let range = UInt64(block * blockSize)..<min(staged.size, UInt64((block + 1) * blockSize))
+            var got = [UInt8](repeating: 0, count: Int(range.count))
+            try got.withUnsafeMutableBytes { try cache.read(source, range: range, into: $0, reader: 1, pipelined: true) }
+            XCTAssertEqual(got, Array(bytes[Int(range.lowerBound)..<Int(range.upperBound)]))
+        }
+        XCTAssertEqual(probe.runs.count, runsBefore, "read-ahead for a pipelining reader went in runs")
+        XCTAssertGreaterThan(cache.statistics.prefetchedUsed, usedBefore, "no read-ahead at all for a pipelining reader")
+    }
+
     func testBadRequestsAreTypedErrors() throws {
         let cache = try BlockCache(budgetBytes: 1 << 20, blockSize: 64 << 10, policy: .lru)
         let (source, _) = try makeBlob("small", size: 1000, blockSize: 64 << 10)
@@ -246,4 +299,28 @@ final class Failures: @unchecked Sendable {
     private var messages: [String] = []
     func add(_ message: String) { lock.withLock { if messages.count < 20 { messages.append(message) } } }
     var all: [String] { lock.withLock { messages } }
+}
+
+/// Counts requests in flight; until two have overlapped, each waits (at most
+/// 2 s) for another to start, so that loads that could overlap do.
+final class RequestProbe: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var inFlight = 0
+    private var highest = 0
+    private var seen: [Range<Int>] = []
+
+    func begin(_ blocks: Range<Int>) {
+        condition.lock()
+        defer { condition.unlock() }
+        seen.append(blocks)
+        inFlight += 1
+        highest = max(highest, inFlight)
+        condition.broadcast()
+        let deadline = Date().addingTimeInterval(2)
+        while highest < 2 && condition.wait(until: deadline) {}
+    }
+
+    func end() { condition.withLock { inFlight -= 1 } }
+    var peak: Int { condition.withLock { highest } }
+    var runs: [Range<Int>] { condition.withLock { seen } }
 }
