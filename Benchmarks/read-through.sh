@@ -37,7 +37,7 @@ export WEIGHTCACHE_MODELS=s3://bench-read-through/root
 "$bin" push --create-bucket "$work/model" bench/model@main >&2
 rm -rf "$work/model"
 
-export PYTHONPATH=$repo/clients/python WEIGHTCACHE_SOCKET_PATH=$work/wc.sock
+export PYTHONPATH=$repo/clients/python WEIGHTCACHE_SOCKET_PATH=$work/wc.sock WEIGHTCACHE_SOCKET=$work/wc.sock
 export WEIGHTCACHE_STAGING_DIRECTORY=$work/staging WEIGHTCACHE_RAM_CACHE_BUDGET_BYTES=$((size_mib + 512))MiB
 daemon=
 stop_daemon() {
