@@ -89,8 +89,8 @@ struct Stats: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The daemon's statistics: per tier and per model, as a table or JSON.",
         discussion: """
-            Per tier: capacity, used, hit ratio, bytes in and out, evictions. Per model: its bytes,
-            the share of them in RAM and on NVMe, pinned, last use. --json prints the daemon's
+            Per tier: capacity, used, hit ratio, bytes in and out, evictions. Per model: its bytes, \
+            the share of them in RAM and on NVMe, pinned, last use. --json prints the daemon's \
             stats document as it is (docs/protocol.md, "Stats").
 
             Examples:

@@ -6,8 +6,8 @@ struct Fetch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Download an object, or every object under a prefix, with parallel ranged reads.",
         discussion: """
-            SOURCE is s3://BUCKET/KEY or s3://BUCKET/PREFIX/ (or file:///PATH). For one object, DEST is
-            the file to write (or an existing directory to write into). For a prefix, DEST is a
+            SOURCE is s3://BUCKET/KEY or s3://BUCKET/PREFIX/ (or file:///PATH). For one object, DEST is \
+            the file to write (or an existing directory to write into). For a prefix, DEST is a \
             directory and the keys' paths under the prefix are kept.
 
             Examples:

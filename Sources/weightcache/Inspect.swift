@@ -10,9 +10,9 @@ struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Size a model from its safetensors headers alone: parameters, dtypes, bytes, GPUs needed.",
         discussion: """
-            Reads only each shard's header, with two small ranged GETs per shard (nothing else is
-            downloaded), and prints the parameter count, the dtype mix, the bytes of weights as
-            stored and at bf16, int8 and int4, and how many GPUs of --gpu-memory each needs with
+            Reads only each shard's header, with two small ranged GETs per shard (nothing else is \
+            downloaded), and prints the parameter count, the dtype mix, the bytes of weights as \
+            stored and at bf16, int8 and int4, and how many GPUs of --gpu-memory each needs with \
             --headroom of every GPU left for the KV cache.
 
             Examples:
