@@ -130,10 +130,10 @@ public final class BlockCache: @unchecked Sendable {
     private let readAhead: Int
     /// Read-ahead one block at a time: a sequential reader needs one NVMe
     /// stream ahead of it, and so does a reader that pipelines its own reads.
-    private let serialLoader = ReadAheadLoaders(width: 1, name: "weightcache.read-ahead")
+    private let serialLoader = BlockingThreads(width: 1, name: "weightcache.read-ahead")
     /// Read-ahead of blobs not staged yet (read-through), in runs of blocks,
     /// several requests at once, for readers that wait on each read.
-    private let remoteLoaders: ReadAheadLoaders
+    private let remoteLoaders: BlockingThreads
     private let remoteRunBlocks: Int
 
     /// `onCorruptBlob(digest, block)` hears of a block that failed its check
@@ -146,8 +146,8 @@ public final class BlockCache: @unchecked Sendable {
         onCorruptBlob: @escaping @Sendable (String, Int) -> Void = { _, _ in }
     ) throws(CacheError) {
         readAhead = max(0, readAheadBlocks)
-        remoteLoaders = ReadAheadLoaders(width: remoteReadAhead.requests, name: "weightcache.read-ahead.store")
-        remoteRunBlocks = max(1, remoteReadAhead.runBlocks)
+        remoteLoaders = BlockingThreads(width: remoteReadAhead.requests, name: "weightcache.read-ahead.store")
+        remoteRunBlocks = remoteReadAhead.runBlocks
         prefetcher = SequentialPrefetcher(initialWindow: min(2, max(1, readAheadBlocks)), maxWindow: max(1, readAheadBlocks))
         // Half the block read-ahead window, in bytes of following tensors.
         tensorPrefetcher = TensorPrefetcher(budgetBytes: UInt64(max(1, readAheadBlocks / 2)) * UInt64(blockSize))
@@ -283,10 +283,9 @@ public final class BlockCache: @unchecked Sendable {
     ) -> CacheError? {
         var first = 0
         var failure: CacheError?
-        while first < taken.count {
-            var end = first + 1
-            while end < taken.count && taken[end].block == taken[end - 1].block + 1 && end - first < maxRun { end += 1 }
-            let run = taken[first..<end]
+        for blocks in Self.runs(of: taken.map(\.block), maxRun: maxRun) {
+            let run = taken[first..<first + blocks.count]
+            first += blocks.count
             let targets = run.map { UnsafeMutableRawBufferPointer(rebasing: arena.slot($0.slot)[0..<blockLength(blob, $0.block)]) }
             var fetched: Result<Void, CacheError> = .success(())
             do { try fetchRun(run.first!.block..<run.last!.block + 1, targets, prefetched) } catch { fetched = .failure(error) }
@@ -303,7 +302,6 @@ public final class BlockCache: @unchecked Sendable {
                     }
                 if let error = finish(slot, with: key, of: blob, prefetched: prefetched, loaded), failure == nil { failure = error }
             }
-            first = end
         }
         return failure
     }
@@ -405,13 +403,14 @@ public final class BlockCache: @unchecked Sendable {
         }
     }
 
-    /// Sorted `blocks` cut into ranges of consecutive ones, each at most `maxRun` long.
+    /// Ascending, distinct `blocks` cut into ranges of consecutive ones, each
+    /// at most `maxRun` long: what one request to the store fetches.
     static func runs(of blocks: [Int], maxRun: Int) -> [Range<Int>] {
         var runs: [Range<Int>] = []
         for block in blocks {
             if let last = runs.last, last.upperBound == block, last.count < maxRun {
                 runs[runs.count - 1] = last.lowerBound..<block + 1
-            } else if runs.last?.contains(block) != true {
+            } else {
                 runs.append(block..<block + 1)
             }
         }

@@ -1,3 +1,4 @@
+import BlockCache
 import Foundation
 import Logging
 import UnixSocket
@@ -42,8 +43,8 @@ public final class Server: @unchecked Sendable {
     let limits: ServerLimits
     let access: AccessPolicy
     let logger: Logger
-    /// Pipelined requests and preloads (see `WorkerThreads`: not Dispatch).
-    let workers = WorkerThreads(maximum: 256)
+    /// Pipelined requests and preloads (see `BlockingThreads`: not Dispatch).
+    let workers = BlockingThreads(width: 256, name: "weightcache.worker")
 
     // Guarded by `lock`.
     private let lock = NSCondition()
