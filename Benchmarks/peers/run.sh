@@ -114,6 +114,7 @@ min_free=${min_free%B}
 min_free=$(numfmt --from=iec "${min_free%i}" 2>/dev/null || echo $((10 << 30)))
 need=$(( (${model_mib:-2200} * 6 + 1024) * 1048576 + min_free ))
 tmp_root=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
+mkdir -p "$tmp_root"  # a BENCH_TMPDIR that does not exist yet is made, not a df error
 have=$(( $(df -Pk "$tmp_root" | awk 'NR == 2 {print $4}') * 1024 ))
 if [ "$smoke" != 1 ] && [ "$have" -lt "$need" ]; then
   log "not enough room in $tmp_root: $((have >> 20)) MiB free, the run needs about $((need >> 20)) MiB" \

@@ -27,7 +27,7 @@ struct WeightCache: AsyncParsableCommand {
               5   permission denied by the daemon
               6   object store unreachable or failing
               7   no space in staging
-              64  bad usage
+              64  bad usage (arguments, a malformed model reference)
               78  bad configuration
             """,
         subcommands: [
@@ -62,6 +62,9 @@ enum ExitStatus {
     static let permissionDenied: Int32 = 5
     static let storeUnavailable: Int32 = 6
     static let noSpace: Int32 = 7
+    /// What the user typed is malformed (EX_USAGE, as ArgumentParser's own
+    /// usage errors): a script can tell "fix the command" from "try again".
+    static let usage: Int32 = 64
     static let configuration: Int32 = 78
 
     /// nil for anything else, ArgumentParser's own errors included (usage,
@@ -87,6 +90,9 @@ enum ExitStatus {
             case .integrity: integrity
             case .unavailable: storeUnavailable
             case .noSpace: noSpace
+            // The CLI sends the user's own arguments: a model reference or
+            // tier the daemon refuses is bad usage, as it is when parsed here.
+            case .invalidArgument: usage
             default: failure
             }
         case .socket(.system(let call, _, let errno)) where call == "connect" && (errno == ENOENT || errno == ECONNREFUSED): noDaemon
@@ -109,7 +115,8 @@ enum ExitStatus {
         case .modelNotFound: notFound
         case .invalidManifest: integrity
         case .store(let store): self.store(store)
-        case .invalidReference, .localIO: failure
+        case .invalidReference: usage
+        case .localIO: failure
         }
     }
 

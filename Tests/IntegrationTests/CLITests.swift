@@ -132,5 +132,12 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(run.status, 78, run.output)
         run = weightcache(["pull"])
         XCTAssertEqual(run.status, 64, run.output)
+        // A malformed model reference is bad usage too, with one line saying why.
+        run = weightcache(["pull", "nope@.."], environment: models)
+        XCTAssertEqual(run.status, 64, run.output)
+        XCTAssertEqual(run.output.split(separator: "\n").count, 1, run.output)
+        XCTAssertTrue(run.output.contains("invalid model reference"), run.output)
+        run = weightcache(["pin", "--local", "nope@..", "--set", "staging.directory=/tmp/weightcache-no-such-staging"])
+        XCTAssertEqual(run.status, 64, run.output)
     }
 }
