@@ -287,6 +287,11 @@ final class DaemonTests: XCTestCase {
             last = ready()
         }
         XCTAssertEqual(last.status, 0, last.output + daemon.logText)
+        // A reference the daemon refuses (invalid-argument) is bad usage for the CLI: exit 64.
+        let refused = runProcessStatus(
+            DaemonHarness.binary, ["pin", "ready@..", "--config", repositoryRoot + "/config.json", "--set", "socket.path=\(daemon.socket)"])
+        XCTAssertEqual(refused.status, 64, refused.output)
+        XCTAssertTrue(refused.output.contains("invalid model reference"), refused.output)
         let info = try daemon.client().resolve("ready@main")
         XCTAssertTrue(info.pinned)
         for file in info.files {
