@@ -17,6 +17,15 @@ still verify upstream, while it injects faults at configurable rates:
             part of the body, then close normally with a FIN (GET only)
   flip      forward a 2xx GET response with one random body byte changed
             (same length)
+Besides faults, it can put the server far away, as a cloud object store is
+from a node (both off by default):
+  --latency-ms MS        every forwarded response head is held back MS ms
+                         (time to first byte: a request's round trip)
+  --connection-rate BPS  each client connection's response bodies are paced
+                         to BPS bytes/s (a cloud store's per-connection
+                         throughput: one connection alone cannot use a fat link)
+With both, a client gets what parallel ranged GETs buy it from a remote store:
+throughput grows with connections until the link or the CPU is the limit.
 
 Each fault has a rate, the probability per eligible request, drawn from one
 random.Random(--seed) in the fixed order error, reset, stall, truncate, flip;
@@ -32,7 +41,8 @@ accepts connections, and exits 0 on SIGTERM or SIGINT.
 --rates-file: a JSON object re-read whenever the file changes (write it to a
 temporary name and rename it over the old one), e.g.
   {"error": 0.1, "reset": 0.05, "stall": 0, "truncate": 0, "flip": 0,
-   "stall_seconds": 5, "error_methods": "GET,HEAD"}
+   "stall_seconds": 5, "error_methods": "GET,HEAD",
+   "latency_ms": 30, "connection_rate": 25000000}
 Keys it leaves out keep their command-line values ("error_rate" etc. work too).
 
 --stats: after every request the proxy rewrites this JSON file atomically:
@@ -159,6 +169,8 @@ class Settings:
             "rates": {f: getattr(args, f + "_rate") for f in FAULTS},
             "stall_seconds": args.stall_seconds,
             "error_methods": parse_methods(args.error_methods),
+            "latency_ms": args.latency_ms,
+            "connection_rate": args.connection_rate,
         }
         self.current = self.base
         self.path = args.rates_file
@@ -201,7 +213,8 @@ class Settings:
             raise ValueError("expected a JSON object")
         rates = dict(self.base["rates"])
         out = {"rates": rates, "stall_seconds": self.base["stall_seconds"],
-               "error_methods": self.base["error_methods"]}
+               "error_methods": self.base["error_methods"],
+               "latency_ms": self.base["latency_ms"], "connection_rate": self.base["connection_rate"]}
         for k, v in doc.items():
             name = k[:-5] if k.endswith("_rate") else k
             if name in rates:
@@ -213,6 +226,11 @@ class Settings:
                 out["stall_seconds"] = float(v)
             elif k == "error_methods":
                 out["error_methods"] = parse_methods(v)
+            elif k in ("latency_ms", "connection_rate"):
+                v = float(v)
+                if v < 0:
+                    raise ValueError("%s=%s is negative" % (k, v))
+                out[k] = v
             else:
                 log("rates file: ignoring unknown key %r" % k)
         return out
@@ -428,8 +446,9 @@ def xml_error(status, reason, code, message, method, close):
 class Sink:
     """Writes a response to the client, applying the request's body fault."""
 
-    def __init__(self, handler, fault):
+    def __init__(self, handler, fault, settings):
         self.h = handler
+        self.latency = settings["latency_ms"] / 1000.0
         self.fault = fault          # None or one of BODY_FAULTS
         self.cut = None             # body data bytes to send before cutting; -1: before the head
         self.flip_at = None
@@ -465,6 +484,8 @@ class Sink:
                     self.h.peer, self.h.method, self.h.target, self.fault, self.cut, self.flip_at))
 
     def head(self, raw):
+        if self.latency > 0:
+            time.sleep(self.latency)  # the round trip to a far server
         if self.cut == -1:
             raise Cut()
         if self.length == 0 and self.cut is None:
@@ -489,6 +510,7 @@ class Sink:
             raise Cut()
         if self.length is not None and self.data_sent + n == self.length:
             self.h.account_before_end(n)
+        self.h.pace(n)
         self.h.send_client(mv)
         self.data_sent += n
 
@@ -516,6 +538,9 @@ class Handler:
         self.to_upstream = 0
         self.method = self.target = "-"
         self.body_pending = False
+        self.rate = 0.0             # this connection's pacing, bytes/s (0: none)
+        self.paced_from = 0.0       # when the paced bytes started
+        self.paced = 0              # body bytes sent since then
 
     # --- I/O with error translation and byte counting
 
@@ -525,6 +550,21 @@ class Handler:
         except OSError as e:
             raise ClientGone("send: %s" % e)
         self.to_client += len(data)
+
+    def pace(self, n):
+        """Sleeps until n more body bytes fit the connection's rate. The
+        schedule restarts after an idle gap, so a pause between requests is
+        not made up for with a burst."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        if self.paced_from + self.paced / self.rate < now - 0.05:
+            self.paced_from, self.paced = now, 0
+        # The n bytes arrive when the link has carried them at the rate.
+        self.paced += n
+        due = self.paced_from + self.paced / self.rate
+        if due > now:
+            time.sleep(due - now)
 
     def send_upstream(self, data):
         try:
@@ -771,7 +811,8 @@ class Handler:
         """Forwards one request and its response. Returns "keep" to serve the
         next request on this connection, or how to close it."""
         self.body_pending = body is not None
-        sink = Sink(self, fault)
+        self.rate = settings["connection_rate"]
+        sink = Sink(self, fault, settings)
         for attempt in (1, 2):
             try:
                 fresh = self.connect_upstream()
@@ -937,8 +978,14 @@ def main(argv=None):
                    help="comma-separated methods eligible for --error-rate (default GET,HEAD)")
     p.add_argument("--stall-seconds", type=float, default=60.0,
                    help="how long a stall lasts before the proxy closes the connection (default 60)")
+    p.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+                   help="hold every response head back MS milliseconds: a far server's time to first byte (default 0)")
+    p.add_argument("--connection-rate", type=float, default=0.0, metavar="BPS",
+                   help="pace each client connection's response bodies to BPS bytes/s, as a cloud store "
+                        "limits one connection (default 0: no limit)")
     p.add_argument("--rates-file", metavar="PATH",
-                   help="JSON object of rates (and stall_seconds, error_methods), re-read when it changes")
+                   help="JSON object of rates (and stall_seconds, error_methods, latency_ms, connection_rate), "
+                        "re-read when it changes")
     p.add_argument("--stats", metavar="PATH", help="JSON file of counters, rewritten after every request")
     p.add_argument("--upstream-timeout", type=float, default=120.0,
                    help="seconds to wait on the upstream for one read or write (default 120)")
@@ -969,8 +1016,9 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_signal)
 
     print("faultproxy listening on %s:%d" % (shown, actual[1]), flush=True)
-    log("upstream %s:%d, rates %s, seed %d" % (
-        args.upstream[0], args.upstream[1], json.dumps(proxy.settings.current["rates"]), args.seed))
+    log("upstream %s:%d, rates %s, seed %d, latency %g ms, %g bytes/s per connection" % (
+        args.upstream[0], args.upstream[1], json.dumps(proxy.settings.current["rates"]), args.seed,
+        args.latency_ms, args.connection_rate))
     try:
         proxy.run(lsock)
     except KeyboardInterrupt:

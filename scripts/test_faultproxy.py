@@ -649,3 +649,43 @@ def test_throughput(upstream, start_proxy, capsys):
               "%.0f MiB/s through the proxy, %.0f MiB/s direct to the test upstream"
               % (proxied, direct))
     assert proxied > 30  # a loose floor; the report is the number above
+
+
+def test_latency_and_connection_rate_put_the_server_far_away(upstream, start_proxy, tmp_path):
+    # Each response head waits --latency-ms; each connection's body bytes are
+    # paced to --connection-rate. Sleeps only make things slower, so the lower
+    # bounds below hold on any machine; the bytes must stay exact.
+    p = start_proxy(upstream.port, "--latency-ms", 200, "--connection-rate", 4 * MiB)
+    conn = p.conn()
+    t0 = time.monotonic()
+    r = get(conn, rng=(0, 10))
+    assert r.read() == BODY[:11]
+    small = time.monotonic() - t0
+    assert small >= 0.2, small
+    t0 = time.monotonic()
+    r = get(conn, rng=(0, 2 * MiB - 1))
+    assert r.status == 206 and r.read() == BODY[:2 * MiB]
+    big = time.monotonic() - t0
+    assert big >= 0.2 + 0.5 * 0.9, big  # the round trip, then 2 MiB at 4 MiB/s
+    # The pace is per connection: four connections side by side each get it
+    # (one pace shared by all would need at least 0.2 + 2 s for their 8 MiB).
+    def fetch(out):
+        c = p.conn()
+        out.append(get(c, rng=(0, 2 * MiB - 1)).read() == BODY[:2 * MiB])
+    done = []
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=fetch, args=(done,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = time.monotonic() - t0
+    assert done == [True] * 4
+    assert 0.2 + 0.5 * 0.9 <= both < 2.0, both
+    # A rates file turns both off again.
+    rates = tmp_path / "far.json"
+    write_rates(rates, {"latency_ms": 0, "connection_rate": 0})
+    q = start_proxy(upstream.port, "--latency-ms", 5000, "--rates-file", rates)
+    t0 = time.monotonic()
+    assert get(q.conn(), rng=(0, 10)).read() == BODY[:11]
+    assert time.monotonic() - t0 < 4.0
