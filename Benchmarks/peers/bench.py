@@ -137,7 +137,11 @@ def rmtree(path):
 
 
 def wc_env(staging, **extra):
+    # 8 requests in flight, as every peer here is given (rclone's streams, boto3's threads, Run:ai's concurrency), and
+    # the transfer budget of the memory target (8 x 8 MiB). weightcache's default is 32, for far stores: next to this
+    # server the CPU is the limit and 32 measured the same as 8 (Benchmarks/far-store.sh, docs/performance.md).
     env = dict(E, WEIGHTCACHE_STAGING_DIRECTORY=staging, WEIGHTCACHE_MODELS=f"s3://{BUCKET}/{E['PEERS_MODELS_PREFIX']}",
+               WEIGHTCACHE_TRANSFER_CONCURRENCY="8",
                WEIGHTCACHE_SOCKET_PATH=os.path.join(WORK, "wc.sock"), WEIGHTCACHE_SOCKET=os.path.join(WORK, "wc.sock"),
                WEIGHTCACHE_RAM_CACHE_BUDGET_BYTES="4GiB", PYTHONPATH=os.path.join(REPO, "clients", "python"))
     env.update(extra)

@@ -30,7 +30,7 @@ public struct ParallelDownloader: Sendable {
     public var priority = 0
 
     public init(
-        partSize: UInt64 = 8 << 20, concurrency: Int = 8, syncBeforeRename: Bool = false, maxBytesPerSecond: UInt64 = 0
+        partSize: UInt64 = 8 << 20, concurrency: Int = 32, syncBeforeRename: Bool = false, maxBytesPerSecond: UInt64 = 0
     ) {
         self.partSize = max(1, partSize)
         self.concurrency = max(1, concurrency)

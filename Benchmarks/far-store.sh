@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# far-store: pull throughput against a store that is far away, as a cloud
+# object store is from a GPU node, and what transfer.concurrency buys there.
+#
+# A local SeaweedFS answers in microseconds and feeds one connection at
+# hundreds of MB/s, so on it the number of parallel requests hardly matters
+# (the CPU is the limit). A cloud store answers each request after a round
+# trip and carries each connection at a fraction of the node's link: there,
+# throughput is about connections x per-connection rate until the link or the
+# CPU is the limit. scripts/faultproxy.py puts the local server that far away
+# (--latency-ms: each response head waits; --connection-rate: each connection's
+# bodies are paced), and this script times, interleaved, after a warm-up round:
+#   - near:   `weightcache pull` straight from the server at the defaults,
+#             the machine's ceiling (the baseline of the ratios);
+#   - near-c8: the same with transfer.concurrency=8 (the default until
+#             December 2026): what more requests cost next to the server;
+#   - far-cN: the same pull through the proxy with transfer.concurrency=N.
+#
+#   Benchmarks/far-store.sh     RUNS=3 SIZE_MIB=1024 LATENCY_MS=30
+#                               CONNECTION_MBPS=25 CONCURRENCIES="8 16 32 64"
+#
+# The scale: on AWS one connection to S3 carries roughly 90 MB/s and a GPU node
+# has a 100-400 Gbit/s link, so a node needs 100+ connections to fill it; the
+# Run:ai streamer's published 3.5 GiB/s used 32. Here the machine's ceiling is
+# well under 1 GB/s, so the default per-connection rate is scaled down to
+# 25 MB/s to keep the same shape: 8 connections cannot reach the ceiling,
+# enough of them can.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+# shellcheck source=Benchmarks/lib.sh
+. "$repo/Benchmarks/lib.sh"
+
+runs=${RUNS:-3}
+size_mib=${SIZE_MIB:-1024}
+latency_ms=${LATENCY_MS:-30}
+connection_mbps=${CONNECTION_MBPS:-25}
+concurrencies=${CONCURRENCIES:-8 16 32 64}
+wc_args=
+
+build_release
+start_server  # sets $work, exports AWS_* for weightcache
+
+log "generating a ${size_mib} MiB model file and pushing it"
+mkdir -p "$work/model"
+random_file "$work/model/weights.bin" "$size_mib"
+echo '{"architectures": ["Bench"]}' >"$work/model/config.json"
+export WEIGHTCACHE_MODELS=s3://bench-models/root
+"$bin" push --create-bucket "$work/model" bench/model@main >&2
+rm -rf "$work/model"
+
+near=$WEIGHTCACHE_TEST_S3_ENDPOINT
+python3 "$repo/scripts/faultproxy.py" --listen 127.0.0.1:0 --upstream "${near#http://}" \
+  --latency-ms "$latency_ms" --connection-rate "$((connection_mbps * 1000000))" \
+  >"$work/proxy.out" 2>"$work/proxy.err" &
+proxy=$!
+trap 'kill $proxy 2>/dev/null || true; bash "$repo/scripts/s3-server.sh" stop "$work/s3" >&2 || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q listening "$work/proxy.out" 2>/dev/null && break; sleep 0.1; done
+far=http://$(awk '/listening/ { print $NF }' "$work/proxy.out")
+[ "$far" != http:// ] || { cat "$work/proxy.err" >&2; exit 1; }
+log "far store: $far ($latency_ms ms to first byte, $connection_mbps MB/s per connection) in front of $near"
+
+run_tool() {
+  rm -rf "$work/staging"
+  sync
+  case $1 in
+    near)
+      WEIGHTCACHE_STAGING_DIRECTORY=$work/staging WEIGHTCACHE_S3_ENDPOINT=$near timed "$bin" pull bench/model@main ;;
+    near-c*)
+      WEIGHTCACHE_STAGING_DIRECTORY=$work/staging WEIGHTCACHE_S3_ENDPOINT=$near \
+        WEIGHTCACHE_TRANSFER_CONCURRENCY=${1#near-c} timed "$bin" pull bench/model@main ;;
+    far-c*)
+      WEIGHTCACHE_STAGING_DIRECTORY=$work/staging WEIGHTCACHE_S3_ENDPOINT=$far \
+        WEIGHTCACHE_TRANSFER_CONCURRENCY=${1#far-c} timed "$bin" pull bench/model@main ;;
+  esac
+}
+
+tools=(near near-c8)
+for c in $concurrencies; do tools+=("far-c$c"); done
+run_interleaved "${tools[@]}"
+print_table "far-store" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run; far = through scripts/faultproxy.py --latency-ms $latency_ms --connection-rate $((connection_mbps * 1000000)) (per connection), far-cN = transfer.concurrency N; near = straight to the server, defaults (near-c8: concurrency 8)" "${tools[@]}"
