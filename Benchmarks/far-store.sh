@@ -14,7 +14,11 @@
 #             the machine's ceiling (the baseline of the ratios);
 #   - near-c8: the same with transfer.concurrency=8 (the default until
 #             December 2026): what more requests cost next to the server;
-#   - far-cN: the same pull through the proxy with transfer.concurrency=N.
+#   - far-cN: the same pull through the proxy with transfer.concurrency=N;
+#   - far-fetch: `weightcache fetch` of the same object through the proxy at
+#             the defaults (no checks, no staging): with far-c32 (the default),
+#             what verification and staging cost when the store is the limit
+#             (pull-vs-fetch.sh measures it next to the server, where the CPU is).
 #
 #   Benchmarks/far-store.sh     RUNS=3 SIZE_MIB=1024 LATENCY_MS=30
 #                               CONNECTION_MBPS=25 CONCURRENCIES="8 16 32 64"
@@ -62,7 +66,7 @@ far=http://$(awk '/listening/ { print $NF }' "$work/proxy.out")
 log "far store: $far ($latency_ms ms to first byte, $connection_mbps MB/s per connection) in front of $near"
 
 run_tool() {
-  rm -rf "$work/staging"
+  rm -rf "$work/staging" "$work/out.bin"
   sync
   case $1 in
     near)
@@ -73,10 +77,13 @@ run_tool() {
     far-c*)
       WEIGHTCACHE_STAGING_DIRECTORY=$work/staging WEIGHTCACHE_S3_ENDPOINT=$far \
         WEIGHTCACHE_TRANSFER_CONCURRENCY=${1#far-c} timed "$bin" pull bench/model@main ;;
+    far-fetch)
+      WEIGHTCACHE_S3_ENDPOINT=$far timed "$bin" fetch s3://bench-models/root/bench/model/main/weights.bin "$work/out.bin" ;;
   esac
 }
 
 tools=(near near-c8)
 for c in $concurrencies; do tools+=("far-c$c"); done
+tools+=(far-fetch)
 run_interleaved "${tools[@]}"
-print_table "far-store" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run; far = through scripts/faultproxy.py --latency-ms $latency_ms --connection-rate $((connection_mbps * 1000000)) (per connection), far-cN = transfer.concurrency N; near = straight to the server, defaults (near-c8: concurrency 8)" "${tools[@]}"
+print_table "far-store" "model: ${size_mib} MiB weights.bin + config.json, pull into an empty staging dir each run; far = through scripts/faultproxy.py --latency-ms $latency_ms --connection-rate $((connection_mbps * 1000000)) (per connection), far-cN = transfer.concurrency N, far-fetch = fetch of weights.bin at the defaults; near = straight to the server, defaults (near-c8: concurrency 8)" "${tools[@]}"

@@ -73,7 +73,7 @@ public struct Configuration: Sendable, Equatable {
         /// 32: a cloud store carries each connection at a fraction of a
         /// node's link, so throughput grows with connections; against a store
         /// 30 ms and 25 MB/s per connection away, 8 reached 0.26 of this
-        /// machine's ceiling and 32 reached 0.72, while next to the server 32
+        /// machine's ceiling and 32 reached 0.70, while next to the server 32
         /// cost nothing (Benchmarks/far-store.sh, docs/performance.md).
         public var concurrency = 32
         public var retries = 5

@@ -101,11 +101,15 @@ struct Pull: AsyncParsableCommand {
         let report = try await wiring.staging().pull(resolved, from: repository, progress: progress.add)
         progress.stop()
         let seconds = (ContinuousClock.now - started).seconds
+        // The rate from the store, over the whole command: what to compare
+        // when sizing transfer.concurrency (docs/operations.md).
+        let rate = report.downloaded > 0 && seconds > 0
+            ? String(format: ", %.0f MiB/s from the store", Double(report.downloaded) / 1_048_576 / seconds) : ""
         FileHandle.standardError.write(Data((
             "pulled \(reference) (\(resolved.published ? "manifest" : "no manifest: hashed while downloading")): "
                 + "\(report.files) file(s), \(formatBytes(report.bytes)); downloaded \(report.downloaded) bytes, "
                 + "resumed \(report.resumed) bytes, \(report.alreadyStaged) file(s) already staged; "
-                + String(format: "%.2f s\n", seconds)).utf8))
+                + String(format: "%.2f s", seconds) + rate + "\n").utf8))
         print(report.snapshot)
     }
 }

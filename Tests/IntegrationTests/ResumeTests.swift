@@ -78,6 +78,7 @@ final class ResumeTests: XCTestCase {
         // Only what was missing came over the wire: the staged blocks were reused.
         XCTAssertTrue(final.output.contains("resumed \(resumed) bytes"), final.output)
         let downloaded = try XCTUnwrap(number(after: "downloaded ", in: final.output))
+        XCTAssertTrue(final.output.contains(" MiB/s from the store"), final.output)  // the rate, for sizing transfer.concurrency
         let others = manifest.files.filter { $0.path != shard.path }.reduce(0) { $0 + $1.size }
         XCTAssertLessThanOrEqual(downloaded, shard.size - resumed + others, final.output)
 
