@@ -12,6 +12,26 @@ import Glibc
 #endif
 
 final class DaemonTests: XCTestCase {
+    /// The Swift client splits long reads on block boundaries, as the Python
+    /// one does: no two requests need the same block.
+    func testReadPiecesAreCutOnBlockBoundaries() {
+        let mib = 1 << 20
+        func pieces(_ offset: UInt64, _ length: Int, step: Int, block: Int) -> [Int] {
+            var out: [Int] = []
+            var done = 0
+            while done < length {
+                let n = DaemonClient.pieceLength(at: offset + UInt64(done), remaining: length - done, maxReadLength: step, blockSize: block)
+                out.append(n)
+                done += n
+            }
+            return out
+        }
+        XCTAssertEqual(pieces(10240, 20 * mib, step: 8 * mib, block: 4 * mib), [8 * mib - 10240, 8 * mib, 4 * mib + 10240])
+        XCTAssertEqual(pieces(0, 9 * mib, step: 8 * mib, block: 4 * mib), [8 * mib, mib])
+        XCTAssertEqual(pieces(123, 2500, step: 1000, block: 4096), [877, 1000, 623])  // no whole block fits: cut at the step
+        XCTAssertEqual(pieces(7, 30, step: 10, block: 3), [2, 9, 9, 9, 1])  // 9 = the whole blocks that fit in 10
+    }
+
     func original(_ folder: String, _ path: String) throws -> [UInt8] {
         Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/" + path)))
     }

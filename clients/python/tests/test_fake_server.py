@@ -360,3 +360,31 @@ def test_tensors_via_read_match_safetensors_load():
             assert not c.closed
     finally:
         d.close()
+
+
+def test_pieces_are_cut_on_block_boundaries():
+    from weightcache.client import _pieces
+    MiB = 1 << 20
+    # An 8 MiB limit over 4 MiB blocks: a tensor 10 KiB into the file is read as
+    # the rest of the first 8 MiB, then whole pairs of blocks, then the tail.
+    got = list(_pieces(10240, 20 * MiB, 8 * MiB, 4 * MiB))
+    assert got == [(0, 8 * MiB - 10240), (8 * MiB - 10240, 8 * MiB), (16 * MiB - 10240, 4 * MiB + 10240)]
+    for offset, length, step, block in [(10240, 20 * MiB, 8 * MiB, 4 * MiB), (0, 9 * MiB, 8 * MiB, 4 * MiB),
+                                        (123, 5000, 1000, 4096), (5, 3, 8, 2), (0, 0, 8, 4), (7, 100, 10, 3)]:
+        pieces = list(_pieces(offset, length, step, block))
+        # they tile the range exactly, none longer than the limit ...
+        assert [p for p, _ in pieces] == [sum(n for _, n in pieces[:i]) for i in range(len(pieces))]
+        assert sum(n for _, n in pieces) == length and all(0 < n <= step for _, n in pieces)
+        # ... and no two of them touch the same block (when a step holds one)
+        if block <= step:
+            blocks = [set(range((offset + p) // block, (offset + p + n - 1) // block + 1)) for p, n in pieces]
+            assert all(not (a & b) for i, a in enumerate(blocks) for b in blocks[i + 1:]), pieces
+    # The fake daemon's step (1000) holds no 4096-byte block: cut at multiples of 1000.
+    assert list(_pieces(123, 2500, 1000, 4096)) == [(0, 877), (877, 1000), (1877, 623)]
+
+
+def test_unaligned_reads_go_out_on_block_boundaries(client, daemon):
+    data = FILES["weights.bin"]
+    daemon.read_order.clear()
+    assert client.read(MODEL, "weights.bin", 123, 2500) == data[123:2623]
+    assert sorted(daemon.read_order) == [123, 1000, 2000]

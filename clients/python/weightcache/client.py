@@ -11,7 +11,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import wire
 from .wire import (TIER_NVME, FileInfo, HelloOk, ModelInfo, ModelSummary,
@@ -159,6 +159,24 @@ def _fds_from(ancdata: list) -> List[int]:
         if level == socket.SOL_SOCKET and type_ == socket.SCM_RIGHTS:
             fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
     return list(fds)
+
+
+def _pieces(offset: int, length: int, step: int, block: int) -> Iterator[Tuple[int, int]]:
+    """(position relative to offset, length) of each read request that covers
+    [offset, offset + length): at most `step` bytes each (the daemon's
+    max_read_length), and cut at multiples of the largest whole number of
+    blocks that fits in a step, counted from the start of the file. So no two
+    requests need the same block: on a cold file each block is fetched from
+    the store once, by one request, with no request waiting on another's
+    fetch (an unaligned 8 MiB read touches three 4 MiB blocks, and its
+    neighbours share two of them). When a step holds no whole block, the cuts
+    fall at multiples of the step."""
+    unit = step // block * block if 0 < block <= step else step
+    pos = 0
+    while pos < length:
+        n = min(length - pos, unit - (offset + pos) % unit)
+        yield pos, n
+        pos += n
 
 
 class Client:
@@ -375,8 +393,8 @@ class Client:
 
     def _read_ranges(self, model: str, path: str, offset: int, length: int,
                      sink: Callable[[int, bytes], None], target: Optional[memoryview] = None) -> int:
-        """Read [offset, offset+length) in max_read_length pieces, at most
-        max_in_flight outstanding, calling sink(position, data) for each piece
+        """Read [offset, offset+length) in pieces of at most max_read_length,
+        cut on the file's block boundaries (_pieces), at most max_in_flight outstanding, calling sink(position, data) for each piece
         (position relative to `offset`, any order).  With `target` (a writable
         byte view of `length` bytes), `data` replies are received straight into
         target[position:] instead, and sink only gets pieces that do not fit
@@ -386,18 +404,16 @@ class Client:
         Returns the number of bytes delivered."""
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
-        step = self.max_read_length
-        starts = iter(range(0, length, step))
+        pieces = _pieces(offset, length, self.max_read_length, self.block_size)
         in_flight: Dict[int, Tuple[int, int]] = {}  # request id -> (position, length)
         eof = length  # position where the file ends, as far as known
         error: Optional[WeightCacheError] = None
         error_pos = length
 
         def next_request() -> Optional[bytes]:
-            pos = next(starts, None)
+            pos, n = next(pieces, (None, 0))
             if pos is None or pos >= eof or error is not None:
                 return None
-            n = min(step, length - pos)
             rid = self._new_id()
             in_flight[rid] = (pos, n)
             return wire.encode_request(wire.READ, rid, model, path, offset + pos, n)
