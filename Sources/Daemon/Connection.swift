@@ -185,13 +185,29 @@ final class Connection: @unchecked Sendable {
         return true
     }
 
+    /// A request as it runs: what its replies carry and what decides how it
+    /// is served, passed down as one value.
+    private struct Running {
+        /// The request id its replies carry (not the connection's `id`).
+        let request: UInt32
+        /// On the reading thread, which may use its own cache (`lastTarget`).
+        let inline: Bool
+        /// The client had other requests in flight when this one came: it is
+        /// its own read-ahead (see `BlockCache`).
+        let pipelined: Bool
+        /// Its place in the in-flight count, given back as its final reply starts.
+        let ticket: InFlightTicket
+    }
+
     /// Runs a request and writes its reply (or error).
-    /// `inline`: on the reading thread, which may use its own cache (`lastTarget`).
-    /// `pipelined`: the client had other requests in flight when this one came.
     private func perform(_ request: Request, id: UInt32, inline: Bool, pipelined: Bool) {
         let ticket = InFlightTicket(self)
         defer { ticket.settle() }
-        run(request, id: id, inline: inline, pipelined: pipelined, ticket: ticket)
+        run(request, Running(request: id, inline: inline, pipelined: pipelined, ticket: ticket))
+    }
+
+    private func reply(_ response: Response, to running: Running, passing descriptor: Int32? = nil) {
+        send(response, request: running.request, ticket: running.ticket, passing: descriptor)
     }
 
     /// Gives a request's place in the in-flight count back (`InFlightTicket`).
@@ -202,42 +218,42 @@ final class Connection: @unchecked Sendable {
         state.unlock()
     }
 
-    private func run(_ request: Request, id: UInt32, inline: Bool, pipelined: Bool, ticket: InFlightTicket) {
+    private func run(_ request: Request, _ running: Running) {
         do throws(DaemonError) {
             switch request {
-            case .hello: send(.error(.invalidArgument, "hello was already sent"), request: id, ticket: ticket)
-            case .resolve(let model): send(.model(node.modelInfo(try node.resolve(try Node.reference(model)))), request: id, ticket: ticket)
+            case .hello: reply(.error(.invalidArgument, "hello was already sent"), to: running)
+            case .resolve(let model): reply(.model(node.modelInfo(try node.resolve(try Node.reference(model)))), to: running)
             case .stat(let model, let path):
                 let resolved = try node.resolve(try Node.reference(model))
-                send(.file(node.info(try node.file(path, of: resolved))), request: id, ticket: ticket)
-            case .list: send(.models(node.summaries()), request: id, ticket: ticket)
+                reply(.file(node.info(try node.file(path, of: resolved))), to: running)
+            case .list: reply(.models(node.summaries()), to: running)
             case .read(let model, let path, let offset, let length):
-                try read(model, path, offset, length, id: id, inline: inline, pipelined: pipelined, ticket: ticket)
+                try read(model, path, offset, length, running)
             case .open(let model, let path):
                 let opened = try node.open(model: model, path: path)
                 defer { close(opened.descriptor) }
-                send(.opened(opened.info), request: id, ticket: ticket, passing: opened.descriptor)
+                reply(.opened(opened.info), to: running, passing: opened.descriptor)
             case .preload(let model, let tier, let pin):
                 let info = try node.preload(model: model, tier: tier, pin: pin) { done, total in
-                    send(.progress(done: done, total: total), request: id, ticket: ticket)
+                    reply(.progress(done: done, total: total), to: running)
                 }
-                send(.model(info), request: id, ticket: ticket)
+                reply(.model(info), to: running)
             case .pin(let model):
                 try node.pin(model: model)
-                send(.ok("pinned \(model)"), request: id, ticket: ticket)
+                reply(.ok("pinned \(model)"), to: running)
             case .unpin(let model):
                 try node.unpin(model: model)
-                send(.ok("unpinned \(model)"), request: id, ticket: ticket)
-            case .evict(let model, let tier): send(.ok(try node.evict(model: model, tier: tier)), request: id, ticket: ticket)
-            case .stats: send(.stats(json: server.statistics()), request: id, ticket: ticket)
+                reply(.ok("unpinned \(model)"), to: running)
+            case .evict(let model, let tier): reply(.ok(try node.evict(model: model, tier: tier)), to: running)
+            case .stats: reply(.stats(json: server.statistics()), to: running)
             }
         } catch {
             count {
                 $0.counts.errors += 1
                 $0.counts.errorsByCode[error.code.description, default: 0] += 1
             }
-            logger.debug("request \(id) failed: \(error)")
-            send(.error(error.code, error.description), request: id, ticket: ticket)
+            logger.debug("request \(running.request) failed: \(error)")
+            reply(.error(error.code, error.description), to: running)
         }
     }
 
@@ -248,18 +264,17 @@ final class Connection: @unchecked Sendable {
     /// treats that as the end of its requests); a failure before the first
     /// byte is an error reply.
     private func read(
-        _ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, id: UInt32, inline: Bool, pipelined: Bool,
-        ticket: InFlightTicket
+        _ model: String, _ path: String, _ offset: UInt64, _ length: UInt32, _ running: Running
     ) throws(DaemonError) {
         guard Int(length) <= limits.maxReadLength else {
             throw .invalidArgument("read length \(length) is over the limit of \(limits.maxReadLength) bytes")
         }
-        let plan = try target(model, path, inline: inline).plan(offset: offset, length: UInt64(length), path: path)
-        let header = Frame.header(type: MessageType.data.rawValue, request: id, payloadLength: plan.range.count)
+        let plan = try target(model, path, inline: running.inline).plan(offset: offset, length: UInt64(length), path: path)
+        let header = Frame.header(type: MessageType.data.rawValue, request: running.request, payloadLength: plan.range.count)
         if plan.range.isEmpty {
-            ticket.settle()
+            running.ticket.settle()
             write(header, passing: nil)
-        } else if let failure = stream(plan, header: header, model: model, path: path, pipelined: pipelined, ticket: ticket) {
+        } else if let failure = stream(plan, header: header, model: model, path: path, running) {
             throw failure
         }
         let bytes = UInt64(plan.range.count)
@@ -276,19 +291,20 @@ final class Connection: @unchecked Sendable {
     /// pipelined reads of one connection fetch in parallel and only their
     /// sending is serialised.
     private func stream(
-        _ plan: ReadPlan, header: [UInt8], model: String, path: String, pipelined: Bool, ticket: InFlightTicket
+        _ plan: ReadPlan, header: [UInt8], model: String, path: String, _ running: Running
     ) -> DaemonError? {
         var locked = false
         defer { if locked { writeLock.unlock() } }
         var started = false
         var delivered = true
         do throws(DaemonError) {
-            try node.forEachBlock(plan, model: model, path: path, reader: id, pipelined: pipelined) { piece in
+            // `reader: id`: read-ahead follows each connection's reads as one stream.
+            try node.forEachBlock(plan, model: model, path: path, reader: id, pipelined: running.pipelined) { piece in
                 if !locked {
                     writeLock.lock()
                     locked = true
                     guard !isBroken else { return false }  // the client is gone: nothing to send
-                    ticket.settle()
+                    running.ticket.settle()
                 }
                 do throws(SocketError) {
                     if started {
