@@ -25,7 +25,7 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Part size of parallel transfers, e.g. 8MiB (transfer.partSize).")
     var partSize: String?
 
-    @Option(name: .long, help: "Parallel requests per transfer (transfer.concurrency).")
+    @Option(name: .long, help: "Parallel requests per transfer (transfer.concurrency, default 32). A far store gives each connection a fraction of the link: raise it until the pull's rate stops growing.")
     var concurrency: String?
 
     @Option(name: .long, help: "Retries after a failed request (transfer.retries).")
