@@ -197,6 +197,12 @@ struct BlobPuller: Sendable {
                 try map.set(block..<block + 1, landed: true)
                 landed[block] = true
                 donated += UInt64(range.count)
+                // Copying, hashing and writing a block takes a few ms of this
+                // cooperative-pool thread, a 2 GiB file about a second. Read-
+                // through fetches resume on the same pool (the daemon's
+                // `fromStore`), and a 2-core node has two such threads: let
+                // them in between blocks.
+                await Task.yield()
             }
             if donated > 0 {
                 logger.info("\(model) \(file.path): \(donated) bytes taken from the RAM tier, fetched by readers already")
