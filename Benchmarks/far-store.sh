@@ -46,20 +46,13 @@ wc_args=
 build_release
 start_server  # sets $work, exports AWS_* for weightcache
 
-log "generating a ${size_mib} MiB model file and pushing it"
-mkdir -p "$work/model"
-random_file "$work/model/weights.bin" "$size_mib"
-echo '{"architectures": ["Bench"]}' >"$work/model/config.json"
-export WEIGHTCACHE_MODELS=s3://bench-models/root
-"$bin" push --create-bucket "$work/model" bench/model@main >&2
-rm -rf "$work/model"
+push_model bench-models bench/model@main "$size_mib" config
 
 near=$WEIGHTCACHE_TEST_S3_ENDPOINT
 python3 "$repo/scripts/faultproxy.py" --listen 127.0.0.1:0 --upstream "${near#http://}" \
   --latency-ms "$latency_ms" --connection-rate "$((connection_mbps * 1000000))" \
   >"$work/proxy.out" 2>"$work/proxy.err" &
-proxy=$!
-trap 'kill $proxy 2>/dev/null || true; bash "$repo/scripts/s3-server.sh" stop "$work/s3" >&2 || true; rm -rf "$work"' EXIT
+stop_on_exit $!
 for _ in $(seq 100); do grep -q listening "$work/proxy.out" 2>/dev/null && break; sleep 0.1; done
 far=http://$(awk '/listening/ { print $NF }' "$work/proxy.out")
 [ "$far" != http:// ] || { cat "$work/proxy.err" >&2; exit 1; }

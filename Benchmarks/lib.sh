@@ -1,6 +1,7 @@
 # Shared by the benchmark scripts: build, server, timing, the table.
 # Callers set: repo, runs, size_mib, wc_args; they get: bin, work, log, timed,
-# random_file, run_interleaved (fills secs[tool] and rss[tool]), print_table.
+# random_file, push_model, stop_on_exit, run_interleaved (fills secs[tool] and
+# rss[tool]), print_table.
 
 bin=$repo/.build-release/release/weightcache
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
@@ -10,16 +11,38 @@ build_release() {
   swift build -c release --scratch-path "$repo/.build-release" --product weightcache >&2
 }
 
-# Starts a SeaweedFS of our own in a temp dir; stops it and removes the dir on exit.
+# PIDs that stop_on_exit asked to be killed when the script exits, before the server stops.
+exit_pids=()
+stop_on_exit() { exit_pids+=("$1"); }
+
+# Starts a SeaweedFS of our own in a temp dir; stops it (and exit_pids) and
+# removes the dir on exit.
 start_server() {
   work=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/weightcache-bench.XXXXXX")
-  trap 'bash "$repo/scripts/s3-server.sh" stop "$work/s3" >&2 || true; rm -rf "$work"' EXIT
+  trap 'for p in "${exit_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        bash "$repo/scripts/s3-server.sh" stop "$work/s3" >&2 || true; rm -rf "$work"' EXIT
   trap 'exit 130' INT TERM
   local server_env
   server_env=$(bash "$repo/scripts/s3-server.sh" start "$work/s3")
   eval "$server_env"
   export AWS_ENDPOINT_URL=$WEIGHTCACHE_TEST_S3_ENDPOINT AWS_REGION=$WEIGHTCACHE_TEST_S3_REGION
   export AWS_ACCESS_KEY_ID=$WEIGHTCACHE_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$WEIGHTCACHE_TEST_S3_SECRET_KEY
+}
+
+# push_model BUCKET NAME@REV SIZE_MIB [config] [sha256]: a model of one random
+# weights.bin of SIZE_MIB (plus a small config.json with "config"), pushed as
+# NAME@REV under s3://BUCKET/root, which becomes WEIGHTCACHE_MODELS; the local
+# copy is removed. With "sha256", model_sha256 is weights.bin's SHA-256.
+push_model() {
+  local bucket=$1 model=$2 mib=$3 extra=" ${*:4} "
+  log "generating a $mib MiB model file and pushing it"
+  mkdir -p "$work/model"
+  random_file "$work/model/weights.bin" "$mib"
+  [[ $extra != *" config "* ]] || echo '{"architectures": ["Bench"]}' >"$work/model/config.json"
+  [[ $extra != *" sha256 "* ]] || model_sha256=$(sha256sum "$work/model/weights.bin" | cut -d' ' -f1)
+  export WEIGHTCACHE_MODELS=s3://$bucket/root
+  "$bin" push --create-bucket "$work/model" "$model" >&2
+  rm -rf "$work/model"
 }
 
 # Incompressible bytes, fast: AES-CTR of zeros.

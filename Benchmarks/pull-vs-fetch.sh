@@ -27,13 +27,7 @@ wc_args=${WC_ARGS:-}
 build_release
 start_server  # sets $work, exports AWS_* for weightcache
 
-log "generating a ${size_mib} MiB model file and pushing it"
-mkdir -p "$work/model"
-random_file "$work/model/weights.bin" "$size_mib"
-echo '{"architectures": ["Bench"]}' >"$work/model/config.json"
-export WEIGHTCACHE_MODELS=s3://bench-models/root
-"$bin" push --create-bucket "$work/model" bench/model@main >&2
-rm -rf "$work/model"
+push_model bench-models bench/model@main "$size_mib" config
 key=root/bench/model/main/weights.bin
 
 run_tool() {

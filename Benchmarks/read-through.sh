@@ -29,13 +29,8 @@ size_mib=${SIZE_MIB:-1024}
 build_release
 start_server  # sets $work, exports AWS_* for weightcache
 
-log "generating a ${size_mib} MiB model file and pushing it"
-mkdir -p "$work/model"
-random_file "$work/model/weights.bin" "$size_mib"
-sha=$(sha256sum "$work/model/weights.bin" | cut -d' ' -f1)
-export WEIGHTCACHE_MODELS=s3://bench-read-through/root
-"$bin" push --create-bucket "$work/model" bench/model@main >&2
-rm -rf "$work/model"
+push_model bench-read-through bench/model@main "$size_mib" sha256
+sha=$model_sha256
 
 export PYTHONPATH=$repo/clients/python WEIGHTCACHE_SOCKET_PATH=$work/wc.sock WEIGHTCACHE_SOCKET=$work/wc.sock
 export WEIGHTCACHE_STAGING_DIRECTORY=$work/staging WEIGHTCACHE_RAM_CACHE_BUDGET_BYTES=$((size_mib + 512))MiB

@@ -26,12 +26,7 @@ swift build -c release --scratch-path "$repo/.build-release" --product weightcac
 swift build -c release --scratch-path "$repo/.build-release" --product socket-bench >&2
 start_server
 
-log "generating a ${size_mib} MiB model file and pushing it"
-mkdir -p "$work/model"
-random_file "$work/model/weights.bin" "$size_mib"
-export WEIGHTCACHE_MODELS=s3://bench-socket/root
-"$bin" push --create-bucket "$work/model" bench/socket@main >&2
-rm -rf "$work/model"
+push_model bench-socket bench/socket@main "$size_mib"
 
 export WEIGHTCACHE_STAGING_DIRECTORY=$work/staging WEIGHTCACHE_SOCKET_PATH=$work/wc.sock
 export WEIGHTCACHE_RAM_CACHE_BUDGET_BYTES=$((size_mib + 256))MiB

@@ -29,8 +29,13 @@ public struct ParallelDownloader: Sendable {
     public var slots: PartSlots? = nil
     public var priority = 0
 
+    /// Requests in flight when nobody says otherwise; the configuration's
+    /// `transfer.concurrency` default (Config's `Transfer`) is the same 32,
+    /// for the reason given there.
+    public static let defaultConcurrency = 32
+
     public init(
-        partSize: UInt64 = 8 << 20, concurrency: Int = 32, syncBeforeRename: Bool = false, maxBytesPerSecond: UInt64 = 0
+        partSize: UInt64 = 8 << 20, concurrency: Int = defaultConcurrency, syncBeforeRename: Bool = false, maxBytesPerSecond: UInt64 = 0
     ) {
         self.partSize = max(1, partSize)
         self.concurrency = max(1, concurrency)

@@ -50,7 +50,7 @@ public struct S3Settings: Sendable, Equatable {
         endpoint: String?, region: String = "us-east-1", addressing: S3Addressing = .path,
         credentials: S3Credentials?, caBundle: String? = nil, retry: RetryPolicy = RetryPolicy(),
         connectTimeoutMilliseconds: Int = 10_000, lowSpeedTimeoutSeconds: Int = 30,
-        partSize: UInt64 = 8 << 20, concurrency: Int = 32
+        partSize: UInt64 = 8 << 20, concurrency: Int = ParallelDownloader.defaultConcurrency
     ) {
         self.endpoint = endpoint
         self.region = region
