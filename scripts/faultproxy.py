@@ -151,6 +151,16 @@ def parse_methods(value):
     return frozenset(m.strip().upper() for m in items if m.strip())
 
 
+def nonnegative_arg(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if not v >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be 0 or more, not %s" % text)
+    return v
+
+
 def rate_arg(text):
     try:
         v = float(text)
@@ -228,8 +238,8 @@ class Settings:
                 out["error_methods"] = parse_methods(v)
             elif k in ("latency_ms", "connection_rate"):
                 v = float(v)
-                if v < 0:
-                    raise ValueError("%s=%s is negative" % (k, v))
+                if not v >= 0.0:
+                    raise ValueError("%s=%s is not 0 or more" % (k, v))
                 out[k] = v
             else:
                 log("rates file: ignoring unknown key %r" % k)
@@ -978,9 +988,9 @@ def main(argv=None):
                    help="comma-separated methods eligible for --error-rate (default GET,HEAD)")
     p.add_argument("--stall-seconds", type=float, default=60.0,
                    help="how long a stall lasts before the proxy closes the connection (default 60)")
-    p.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+    p.add_argument("--latency-ms", type=nonnegative_arg, default=0.0, metavar="MS",
                    help="hold every response head back MS milliseconds: a far server's time to first byte (default 0)")
-    p.add_argument("--connection-rate", type=float, default=0.0, metavar="BPS",
+    p.add_argument("--connection-rate", type=nonnegative_arg, default=0.0, metavar="BPS",
                    help="pace each client connection's response bodies to BPS bytes/s, as a cloud store "
                         "limits one connection (default 0: no limit)")
     p.add_argument("--rates-file", metavar="PATH",

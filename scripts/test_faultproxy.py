@@ -682,10 +682,19 @@ def test_latency_and_connection_rate_put_the_server_far_away(upstream, start_pro
     both = time.monotonic() - t0
     assert done == [True] * 4
     assert 0.2 + 0.5 * 0.9 <= both < 2.0, both
-    # A rates file turns both off again.
+    # A rates file turns both off again; a negative value there is refused
+    # (the previous settings stay), and on the command line it is a usage error.
     rates = tmp_path / "far.json"
     write_rates(rates, {"latency_ms": 0, "connection_rate": 0})
     q = start_proxy(upstream.port, "--latency-ms", 5000, "--rates-file", rates)
     t0 = time.monotonic()
     assert get(q.conn(), rng=(0, 10)).read() == BODY[:11]
     assert time.monotonic() - t0 < 4.0
+    write_rates(rates, {"latency_ms": -1})
+    t0 = time.monotonic()
+    assert get(q.conn(), rng=(0, 10)).read() == BODY[:11]
+    assert time.monotonic() - t0 < 4.0
+    assert "unreadable" in q.stderr() and "not 0 or more" in q.stderr()
+    bad = subprocess.run([sys.executable, PROXY, "--upstream", "127.0.0.1:1", "--latency-ms", "-5"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "must be 0 or more" in bad.stderr
