@@ -7,6 +7,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -388,3 +389,22 @@ def test_unaligned_reads_go_out_on_block_boundaries(client, daemon):
     daemon.read_order.clear()
     assert client.read(MODEL, "weights.bin", 123, 2500) == data[123:2623]
     assert sorted(daemon.read_order) == [123, 1000, 2000]
+
+
+def test_a_refusal_that_beats_the_hello_is_still_reported(monkeypatch):
+    # The daemon refuses (busy) and closes before the client's hello goes out:
+    # the hello's send fails with a broken pipe, and the refusal waiting in
+    # the socket is what the caller must see (this race failed CI once).
+    d = FakeDaemon(reject=True)
+    real = wire.encode_hello
+
+    def late(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(wire, "encode_hello", late)
+    try:
+        with pytest.raises(WeightCacheError) as e:
+            Client(d.path, timeout=5)
+        assert e.value.name == "busy"
+    finally:
+        d.close()

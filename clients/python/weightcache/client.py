@@ -200,7 +200,23 @@ class Client:
             self._sock.settimeout(timeout)
             self._sock.connect(self.path)
             self._reader = FrameReader(self._sock)
-            hello = self._call(wire.encode_hello(self._new_id(), client_name), wire.HELLO_OK)
+            frame = wire.encode_hello(self._new_id(), client_name)
+            rid = wire.unpack_header(frame)[2]
+            try:
+                self._sock.sendall(frame)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # A daemon that refuses the connection (busy, over its limits)
+                # writes a connection-level error and closes, and may do so
+                # before our hello is sent: that error is still waiting to be
+                # read, and says more than the broken pipe.
+                try:
+                    self._receive({rid})
+                except WeightCacheError as refusal:
+                    raise refusal from e
+                except (OSError, ConnectionError, ProtocolError):
+                    pass
+                raise
+            hello = self._final_value(self._receive({rid}), wire.HELLO_OK)
         except BaseException:
             self.close()
             raise
