@@ -48,15 +48,7 @@ start_server  # sets $work, exports AWS_* for weightcache
 
 push_model bench-models bench/model@main "$size_mib" config
 
-near=$WEIGHTCACHE_TEST_S3_ENDPOINT
-python3 "$repo/scripts/faultproxy.py" --listen 127.0.0.1:0 --upstream "${near#http://}" \
-  --latency-ms "$latency_ms" --connection-rate "$((connection_mbps * 1000000))" \
-  >"$work/proxy.out" 2>"$work/proxy.err" &
-stop_on_exit $!
-for _ in $(seq 100); do grep -q listening "$work/proxy.out" 2>/dev/null && break; sleep 0.1; done
-far=http://$(awk '/listening/ { print $NF }' "$work/proxy.out")
-[ "$far" != http:// ] || { cat "$work/proxy.err" >&2; exit 1; }
-log "far store: $far ($latency_ms ms to first byte, $connection_mbps MB/s per connection) in front of $near"
+start_far_proxy "$latency_ms" "$connection_mbps"  # sets $far and $near
 
 run_tool() {
   rm -rf "$work/staging" "$work/out.bin"

@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts: build, server, timing, the table.
 # Callers set: repo, runs, size_mib, wc_args; they get: bin, work, log, timed,
-# random_file, push_model, stop_on_exit, run_interleaved (fills secs[tool] and
+# random_file, push_model, stop_on_exit, start_far_proxy, run_interleaved (fills secs[tool] and
 # rss[tool]), print_table.
 
 bin=$repo/.build-release/release/weightcache
@@ -27,6 +27,21 @@ start_server() {
   eval "$server_env"
   export AWS_ENDPOINT_URL=$WEIGHTCACHE_TEST_S3_ENDPOINT AWS_REGION=$WEIGHTCACHE_TEST_S3_REGION
   export AWS_ACCESS_KEY_ID=$WEIGHTCACHE_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$WEIGHTCACHE_TEST_S3_SECRET_KEY
+}
+
+# start_far_proxy LATENCY_MS CONNECTION_MBPS: scripts/faultproxy.py in front of
+# the server, holding each response head LATENCY_MS and pacing each connection's
+# bodies to CONNECTION_MBPS MB/s, as a cloud store is far from a GPU node; sets
+# far (its URL) and near (the server's), and stops the proxy on exit.
+start_far_proxy() {
+  near=$WEIGHTCACHE_TEST_S3_ENDPOINT
+  python3 "$repo/scripts/faultproxy.py" --listen 127.0.0.1:0 --upstream "${near#http://}" \
+    --latency-ms "$1" --connection-rate "$(($2 * 1000000))" >"$work/proxy.out" 2>"$work/proxy.err" &
+  stop_on_exit $!
+  for _ in $(seq 100); do grep -q listening "$work/proxy.out" 2>/dev/null && break; sleep 0.1; done
+  far=http://$(awk '/listening/ { print $NF }' "$work/proxy.out")
+  [ "$far" != http:// ] || { cat "$work/proxy.err" >&2; exit 1; }
+  log "far store: $far ($1 ms to first byte, $2 MB/s per connection) in front of $near"
 }
 
 # push_model BUCKET NAME@REV SIZE_MIB [config] [sha256]: a model of one random

@@ -38,6 +38,13 @@
 #   PEERS_RCLONE_CUTOFF=32M   rclone --multi-thread-cutoff (its default, 250 MiB, gives the
 #                     shards 2 streams, not 8: see bench.py)
 #   BENCH_TMPDIR      where the server's data, the model and the downloads go
+#   FAR=1             every tool reaches the server through scripts/faultproxy.py, which
+#                     puts it as far away as a cloud store is from a GPU node (FAR_LATENCY_MS=30
+#                     before each response, FAR_CONNECTION_MBPS=25 per connection, as in
+#                     Benchmarks/far-store.sh); sections cold and ttft; results to
+#                     Benchmarks/peers/far/ and Benchmarks/results/peers-far-<UTC>.md
+#   WC_CONCURRENCY=8  weightcache's transfer.concurrency (8: the peers' setting; its default is 32)
+#   CURL_PARALLEL="8 16"   the curl ceiling's widths (FAR: "8 32")
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -47,6 +54,7 @@ cd "$repo"
 . "$repo/Benchmarks/lib.sh"
 
 smoke=${SMOKE:-0}
+far_mode=${FAR:-0}
 if [ "$smoke" = 1 ]; then
   runs=${RUNS:-1}
   peers=${PEERS:-weightcache-pull weightcache-preload aws boto3 rclone curl}
@@ -60,6 +68,16 @@ else
   model_mib=${MODEL_MIB:-}
   shards=4
 fi
+sections=${SECTIONS:-cold warm ttft}
+curl_parallel=${CURL_PARALLEL:-8 16}
+if [ "$far_mode" = 1 ]; then
+  # Far away, loading local files is the same as near: only cold and ttft change.
+  sections=${SECTIONS:-cold ttft}
+  curl_parallel=${CURL_PARALLEL:-8 32}
+  [ "$smoke" = 1 ] || results=${RESULTS_DIR:-$here/far}
+fi
+wc_concurrency=${WC_CONCURRENCY:-8}
+[[ $wc_concurrency =~ ^[1-9][0-9]*$ ]] || { echo "WC_CONCURRENCY must be a positive integer, got '$wc_concurrency'" >&2; exit 2; }
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer, got '$runs'" >&2; exit 2; }
 for p in $peers; do
   case $p in weightcache-pull | weightcache-preload | aws | boto3 | rclone | runai | curl) ;;
@@ -135,19 +153,28 @@ fi
 name=peers/tinyllama-1.1b-shapes rev=main
 (cd "$work" && WEIGHTCACHE_MODELS=s3://peers/root "$bin" push --create-bucket "$model" "$name@$rev" >&2)
 
+far_desc=
+if [ "$far_mode" = 1 ]; then
+  far_latency=${FAR_LATENCY_MS:-30} far_mbps=${FAR_CONNECTION_MBPS:-25}
+  start_far_proxy "$far_latency" "$far_mbps"  # pushed straight, read far away
+  export AWS_ENDPOINT_URL=$far
+  far_desc="every tool through scripts/faultproxy.py --latency-ms $far_latency --connection-rate $((far_mbps * 1000000)) (each response head held ${far_latency} ms, each connection paced to ${far_mbps} MB/s) in front of the server on 127.0.0.1"
+fi
+
 # bench.py measures; run it from $work so no ./config.json is picked up: the
 # built-in defaults (8 MiB parts, 8 in parallel) plus this environment.
 cd "$work"
 PEERS_REPO=$repo PEERS_WORK=$work PEERS_BIN=$bin PEERS_MODEL=$name@$rev PEERS_MODEL_DIR=$model \
   PEERS_BUCKET=peers PEERS_MODELS_PREFIX=root PEERS_PREFIX=root/$name/$rev PEERS_SERVER_DATA=$work/s3/data \
-  PEERS="$peers" RUNS=$runs SMOKE=$smoke PEERS_RESULTS_DIR=$results PEERS_DROP_CACHES=$drop \
+  PEERS="$peers" RUNS=$runs SMOKE=$smoke SECTIONS="$sections" PEERS_FAR="$far_desc" \
+  PEERS_WC_CONCURRENCY=$wc_concurrency PEERS_CURL_PARALLEL="$curl_parallel" PEERS_RESULTS_DIR=$results PEERS_DROP_CACHES=$drop \
   PEERS_MAKE_MODEL="make-model.py --shards $shards${model_mib:+ --total-mib $model_mib}" \
   "$py" "$here/bench.py"
 cd "$repo"
 
 if [ "$smoke" != 1 ]; then
   mkdir -p "$repo/Benchmarks/results"
-  copy=$repo/Benchmarks/results/peers-$(date -u +%Y%m%dT%H%M%SZ).md
+  copy=$repo/Benchmarks/results/peers$([ "$far_mode" = 1 ] && echo -far)-$(date -u +%Y%m%dT%H%M%SZ).md
   cp "$results/results.md" "$copy"
   log "table copied to ${copy#"$repo"/}"
 fi
