@@ -6,6 +6,9 @@
 // never accept a corrupted body.
 import Foundation
 import Integrity
+import Logging
+import ObjectStore
+import Synchronization
 import WeightCacheClient
 import XCTest
 
@@ -150,5 +153,49 @@ final class FaultProxyTests: XCTestCase {
         XCTAssertGreaterThan(proxy.requests(), 0, "the daemon did not go through the proxy")
         XCTAssertGreaterThan(proxy.faults().values.reduce(0, +), 0, "\(proxy.requests()) requests, no fault")
         XCTAssertEqual(daemon.stop(), 0)
+    }
+
+    /// A store far away hands a body over in small chunks as they arrive (16
+    /// KiB from the proxy's pacing); the download gathers them and writes a
+    /// file 256 KiB at a time, not one pwrite per chunk. Seen through the
+    /// `WriteObserver`, which is told of each write: before the change it saw
+    /// 16 KiB writes, so this test fails on the old code.
+    func testSlowBodiesAreWrittenInLargePieces() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let proxy = try FaultProxy(upstream: sharedServer.endpoint, directory: directory)
+        let near = try S3Client(settings: sharedServer.settings(), logger: Logger(label: "test"))
+        let bucket = uniqueBucketName("coalesce")
+        try await near.createBucket(bucket)
+        let size = (1 << 20) + 12345  // four whole pieces and a short last one
+        let bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) }
+        try await near.bucket(bucket).put("slow", bytes: bytes)
+        try proxy.set(["connection_rate": 4_000_000])  // ~0.3 s for the body, in small chunks
+
+        final class Writes: WriteObserver {
+            let seen = Mutex<[(offset: UInt64, count: Int)]>([])
+            func wrote(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
+                seen.withLock { $0.append((offset, bytes.count)) }
+            }
+        }
+        let writes = Writes()
+        let path = directory + "/out.bin"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var settings = sharedServer.settings()
+        settings.endpoint = proxy.endpoint
+        let far = try S3Client(settings: settings, logger: Logger(label: "test"))
+        try await far.bucket(bucket).download(
+            "slow", range: 0..<UInt64(size), into: OutputFile(descriptor: fd, path: path, observer: writes), at: 0,
+            ifMatch: nil, progress: nil)
+
+        XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: path))), bytes)
+        let seen = writes.seen.withLock { $0 }
+        XCTAssertEqual(seen.map(\.offset), seen.indices.map { UInt64(seen[..<$0].reduce(0) { $0 + $1.count }) }, "in order, no gap")
+        XCTAssertEqual(seen.reduce(0) { $0 + $1.count }, size)
+        XCTAssertEqual(seen.dropLast().map(\.count), Array(repeating: 256 << 10, count: 4), "writes: \(seen.map(\.count))")
+        XCTAssertEqual(seen.last?.count, 12345)
+        XCTAssertGreaterThan(proxy.requests(), 0, "the download did not go through the proxy")
     }
 }

@@ -24,6 +24,19 @@ final class Transfer: @unchecked Sendable {
     private var body: [UInt8] = []
     private var written: UInt64 = 0
     private var sinkFailure: (syscall: String, errno: Int32)?
+    /// A file sink's bytes not yet written: small chunks are gathered here
+    /// and written `coalesceBytes` at a time (see `coalesce`).
+    private var pending: UnsafeMutableRawBufferPointer?
+    private var pendingCount = 0
+
+    /// How many bytes a file sink gathers before one `pwrite`. A store far
+    /// away delivers a body in chunks of 16 KiB as they arrive (measured:
+    /// 131,000 pwrites for a 2 GiB pull), and every pwrite takes the file's
+    /// inode lock, which the other transfer thread writing the same file
+    /// then waits on: under slow page-cache copies, 15% of a far pull's CPU
+    /// was spent spinning on that lock. Chunks this large or larger (a near
+    /// store's) are written as they come.
+    static let coalesceBytes = 256 << 10
 
     init(_ request: HTTPRequest) {
         self.request = request
@@ -32,6 +45,7 @@ final class Transfer: @unchecked Sendable {
     deinit {
         if let headerList { curl_slist_free_all(headerList) }
         errorBuffer.deallocate()
+        pending?.deallocate()
     }
 
     /// Sets every option on `easy`; returns the first failing code, if any.
@@ -95,6 +109,12 @@ final class Transfer: @unchecked Sendable {
     }
 
     func complete(_ easy: UnsafeMutableRawPointer, code: CURLcode) {
+        // What a file sink gathered lands before anyone hears of the outcome:
+        // `written` must be on disk, and a part that failed midway keeps the
+        // bytes it got (a prefix: retries start over anyway).
+        if pendingCount > 0, case .file(let file, let offset, _, let progress) = request.sink {
+            _ = flush(file, offset: offset, progress: progress)  // a failure is in sinkFailure
+        }
         var response = 0
         _ = wc_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &response)
         let message = String(cString: errorBuffer)
@@ -146,22 +166,7 @@ final class Transfer: @unchecked Sendable {
                 sinkFailure = ("overflow", 0)
                 return 0
             }
-            var done = 0
-            while done < chunk.count {
-                let n = pwrite(
-                    file.descriptor, chunk.baseAddress! + done, chunk.count - done,
-                    off_t(offset + written + UInt64(done)))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    sinkFailure = ("pwrite", errno)
-                    return 0
-                }
-                done += n
-            }
-            file.observer?.wrote(chunk, at: offset + written)
-            written += UInt64(done)
-            progress?(Int64(done))
-            return chunk.count
+            return coalesce(chunk, into: file, offset: offset, progress: progress) ? chunk.count : 0
         case .buffers(let targets):
             // Which target `written` falls in, and where in it: targets are
             // few (the blocks of one read), so a walk from the front is cheap.
@@ -195,6 +200,63 @@ final class Transfer: @unchecked Sendable {
             body.append(contentsOf: chunk)
             return chunk.count
         }
+    }
+
+    /// Takes `chunk` of a file sink: gathered in `pending` while small,
+    /// written straight through when `pending` is empty and the chunk is
+    /// large. `written` counts bytes taken; what is on disk lags it by
+    /// `pendingCount`. False when a write failed (`sinkFailure` says why).
+    private func coalesce(
+        _ chunk: UnsafeRawBufferPointer, into file: OutputFile, offset: UInt64, progress: ProgressHandler?
+    ) -> Bool {
+        var taken = 0
+        while taken < chunk.count {
+            let rest = UnsafeRawBufferPointer(rebasing: chunk[taken...])
+            if pendingCount == 0 && rest.count >= Self.coalesceBytes {
+                guard write(rest, to: file, at: offset + written, progress: progress) else { return false }
+                written += UInt64(rest.count)
+                return true
+            }
+            let buffer = pending ?? .allocate(byteCount: Self.coalesceBytes, alignment: 64)
+            pending = buffer
+            let n = min(rest.count, buffer.count - pendingCount)
+            (buffer.baseAddress! + pendingCount).copyMemory(from: rest.baseAddress!, byteCount: n)
+            pendingCount += n
+            written += UInt64(n)
+            taken += n
+            if pendingCount == buffer.count {
+                guard flush(file, offset: offset, progress: progress) else { return false }
+            }
+        }
+        return true
+    }
+
+    /// Writes what `pending` holds, at the place it belongs.
+    private func flush(_ file: OutputFile, offset: UInt64, progress: ProgressHandler?) -> Bool {
+        guard let pending, pendingCount > 0 else { return true }
+        let bytes = UnsafeRawBufferPointer(rebasing: pending[0..<pendingCount])
+        let at = offset + written - UInt64(pendingCount)
+        pendingCount = 0
+        return write(bytes, to: file, at: at, progress: progress)
+    }
+
+    /// pwrite of all of `bytes` at `at`, then the observer and progress.
+    private func write(
+        _ bytes: UnsafeRawBufferPointer, to file: OutputFile, at: UInt64, progress: ProgressHandler?
+    ) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(file.descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(at + UInt64(done)))
+            if n < 0 {
+                if errno == EINTR { continue }
+                sinkFailure = ("pwrite", errno)
+                return false
+            }
+            done += n
+        }
+        file.observer?.wrote(bytes, at: at)
+        progress?(Int64(done))
+        return true
     }
 
     fileprivate func receiveHeader(_ line: UnsafeRawBufferPointer) {
