@@ -516,8 +516,10 @@ def main():
         cache_policy=("before every cold run: remove the previous output, sync, echo 3 > /proc/sys/vm/drop_caches, "
                       "then read every file of the S3 server's data directory (untimed) so the server serves from "
                       "RAM; identical for every tool" if DROP else
-                      "before every cold run: remove the previous output and sync (drop_caches not writable); "
-                      "the server's files stay in the page cache"),
+                      ("before every cold run: remove the previous output and sync (FAR: no drop_caches, see "
+                       "docs/performance.md section 6); the server's files stay in the page cache" if FAR else
+                       "before every cold run: remove the previous output and sync (drop_caches not writable); "
+                       "the server's files stay in the page cache")),
         transfer_budget_mib=TRANSFER_BUDGET_MIB, weightcache_transfer_concurrency=WC_CONCURRENCY,
         store=("far: " + FAR) if FAR else "near: the server on 127.0.0.1, straight",
     )

@@ -118,7 +118,16 @@ export PATH=$venv/bin:$PATH  # aws is the venv's awscli
 
 # The cache policy: drop the page cache before cold runs where we may --------
 drop=1
-if ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+if [ "$far_mode" = 1 ]; then
+  # Far away the network is the limit, not the client's cache. And this VM
+  # hands free memory back to its host: after a drop, a far pull of 500 MiB
+  # spent 14-19 s of system time copying into fresh page-cache pages, against
+  # 0.65 s without. That slow phase also came and went on its own, so it is the
+  # VM's, not the drop's alone (docs/performance.md, section 6), but a drop
+  # before every run invites it.
+  drop=0
+  log "FAR: no drop_caches; each tool writes into the memory its predecessor's output just freed"
+elif ! { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
   drop=0
   log "cannot write /proc/sys/vm/drop_caches (not root?): cold runs will only sync"
 fi
