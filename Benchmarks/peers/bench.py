@@ -546,10 +546,10 @@ def main():
     for rnd in range(RUNS + 1):
         # This VM hands memory that has been free for a few seconds back to its host, and the first touch of
         # such a page costs a host fault. The tool that writes first after tools that write nothing (Run:ai and
-        # curl keep nothing on disk) writes into memory freed half a minute earlier, and ran at half speed or
-        # less for it (docs/performance.md, section 6). So the tools that write nothing go first, and each
-        # round the next tool that writes is the one that pays: with RUNS=3, three tools pay once each, and a
-        # median of three leaves that run out.
+        # curl keep nothing on disk) writes into memory freed half a minute earlier, which can slow it down
+        # (docs/performance.md, section 6; not the whole story of the far runs). So the tools that write
+        # nothing go first, and each round a different writer is the first: with RUNS=3, three tools take that
+        # place once each, and a median of three leaves that run out.
         writers = [t for t in cold_tools if t in DISK_WRITERS]
         k = (rnd - 1) % len(writers) if writers and rnd else 0
         for t in [t for t in cold_tools if t not in DISK_WRITERS] + writers[k:] + writers[:k]:
