@@ -508,6 +508,16 @@ LOAD0 = open("/proc/loadavg").read().split()[:3]
 
 # ---------------------------------------------------------------- main
 
+def cache_policy():
+    """What cold_start does, in words, for the results."""
+    if DROP:
+        return ("before every cold run: remove the previous output, sync, echo 3 > /proc/sys/vm/drop_caches, then "
+                "read every file of the S3 server's data directory (untimed) so the server serves from RAM; "
+                "identical for every tool")
+    why = "FAR: no drop_caches, see docs/performance.md section 6" if FAR else "drop_caches not writable"
+    return f"before every cold run: remove the previous output and sync ({why}); the server's files stay in the page cache"
+
+
 def main():
     git = lambda *a: subprocess.run(["git", "-C", REPO, *a], stdout=subprocess.PIPE, text=True).stdout.strip()
     res = dict(
@@ -517,13 +527,7 @@ def main():
         machine=machine(), versions=versions(),
         model=dict(name=MODEL, files=SIZES, bytes=MODEL_BYTES, shard_bytes=SHARD_BYTES, tensor_bytes=TENSOR_BYTES,
                    objects=f"s3://{BUCKET}/{PREFIX}/", generator=E.get("PEERS_MAKE_MODEL", "")),
-        cache_policy=("before every cold run: remove the previous output, sync, echo 3 > /proc/sys/vm/drop_caches, "
-                      "then read every file of the S3 server's data directory (untimed) so the server serves from "
-                      "RAM; identical for every tool" if DROP else
-                      ("before every cold run: remove the previous output and sync (FAR: no drop_caches, see "
-                       "docs/performance.md section 6); the server's files stay in the page cache" if FAR else
-                       "before every cold run: remove the previous output and sync (drop_caches not writable); "
-                       "the server's files stay in the page cache")),
+        cache_policy=cache_policy(),
         transfer_budget_mib=TRANSFER_BUDGET_MIB, weightcache_transfer_concurrency=WC_CONCURRENCY,
         store=("far: " + FAR) if FAR else "near: the server on 127.0.0.1, straight",
     )

@@ -77,8 +77,13 @@ if [ "$far_mode" = 1 ]; then
   [ "$smoke" = 1 ] || results=${RESULTS_DIR:-$here/far}
 fi
 wc_concurrency=${WC_CONCURRENCY:-8}
-[[ $wc_concurrency =~ ^[1-9][0-9]*$ ]] || { echo "WC_CONCURRENCY must be a positive integer, got '$wc_concurrency'" >&2; exit 2; }
-[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer, got '$runs'" >&2; exit 2; }
+far_latency=${FAR_LATENCY_MS:-30} far_mbps=${FAR_CONNECTION_MBPS:-25}
+positive() { [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "$1 must be a positive integer, got '$2'" >&2; exit 2; }; }
+positive WC_CONCURRENCY "$wc_concurrency"
+positive FAR_CONNECTION_MBPS "$far_mbps"
+[[ $far_latency =~ ^[0-9]+$ ]] || { echo "FAR_LATENCY_MS must be a whole number, got '$far_latency'" >&2; exit 2; }
+for n in $curl_parallel; do positive "each of CURL_PARALLEL" "$n"; done
+positive RUNS "$runs"
 for p in $peers; do
   case $p in weightcache-pull | weightcache-preload | aws | boto3 | rclone | runai | curl) ;;
     *) echo "unknown peer '$p' in PEERS" >&2; exit 2 ;;
@@ -164,7 +169,6 @@ name=peers/tinyllama-1.1b-shapes rev=main
 
 far_desc=
 if [ "$far_mode" = 1 ]; then
-  far_latency=${FAR_LATENCY_MS:-30} far_mbps=${FAR_CONNECTION_MBPS:-25}
   start_far_proxy "$far_latency" "$far_mbps"  # pushed straight, read far away
   export AWS_ENDPOINT_URL=$far
   far_desc="every tool through scripts/faultproxy.py --latency-ms $far_latency --connection-rate $((far_mbps * 1000000)) (each response head held ${far_latency} ms, each connection paced to ${far_mbps} MB/s) in front of the server on 127.0.0.1"

@@ -289,14 +289,18 @@ def test_bad_header_is_a_protocol_error(client):
     assert client.closed
 
 
-def test_connection_level_error_on_connect():
-    d = FakeDaemon(reject=True)
+def _assert_connect_is_refused_busy(d):
+    """Connecting to `d`, a FakeDaemon(reject=True), raises its `busy`; closes d."""
     try:
         with pytest.raises(WeightCacheError) as e:
             Client(d.path, timeout=5)
         assert e.value.name == "busy"
     finally:
         d.close()
+
+
+def test_connection_level_error_on_connect():
+    _assert_connect_is_refused_busy(FakeDaemon(reject=True))
 
 
 def test_tensors_via_open_and_read():
@@ -402,9 +406,4 @@ def test_a_refusal_that_beats_the_hello_is_still_reported(monkeypatch):
         time.sleep(0.3)
         return real(*args, **kwargs)
     monkeypatch.setattr(wire, "encode_hello", late)
-    try:
-        with pytest.raises(WeightCacheError) as e:
-            Client(d.path, timeout=5)
-        assert e.value.name == "busy"
-    finally:
-        d.close()
+    _assert_connect_is_refused_busy(d)
