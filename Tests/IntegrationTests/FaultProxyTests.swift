@@ -198,4 +198,52 @@ final class FaultProxyTests: XCTestCase {
         XCTAssertEqual(seen.last?.count, 12345)
         XCTAssertGreaterThan(proxy.requests(), 0, "the download did not go through the proxy")
     }
+    /// The disk fills at a download's last, gathered write (the flush when
+    /// the transfer completes): a typed error naming pwrite and ENOSPC, the
+    /// progress reported for the part taken back to exactly zero (the bytes
+    /// that did not land were never counted), and what landed before intact.
+    func testAFullDiskAtTheLastGatheredWriteIsATypedErrorAndProgressBalances() async throws {
+        try XCTSkipUnless(getuid() == 0, "mounts a tmpfs")
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let small = directory + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        // 256 pages: room for the four whole pieces (1 MiB), none for the last one.
+        try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", small])
+        defer { _ = runProcessStatus("/bin/umount", ["-l", small]) }
+
+        let proxy = try FaultProxy(upstream: sharedServer.endpoint, directory: directory)
+        let near = try S3Client(settings: sharedServer.settings(), logger: Logger(label: "test"))
+        let bucket = uniqueBucketName("fullflush")
+        try await near.createBucket(bucket)
+        let size = (1 << 20) + 12345
+        let bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 11) }
+        try await near.bucket(bucket).put("tail", bytes: bytes)
+        try proxy.set(["connection_rate": 4_000_000])  // small chunks: the last 12345 bytes are gathered
+
+        let path = small + "/out.bin"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        let reported = Mutex<Int64>(0)
+        var settings = sharedServer.settings()
+        settings.endpoint = proxy.endpoint
+        let far = try S3Client(settings: settings, logger: Logger(label: "test"))
+        do {
+            try await far.bucket(bucket).download(
+                "tail", range: 0..<UInt64(size), into: OutputFile(descriptor: fd, path: path), at: 0, ifMatch: nil,
+                progress: { n in reported.withLock { $0 += n } })
+            XCTFail("a download onto a full disk succeeded")
+        } catch .localIO(let syscall, let failedPath, let code) {
+            XCTAssertEqual(syscall, "pwrite")
+            XCTAssertEqual(failedPath, path)
+            XCTAssertEqual(code, ENOSPC)
+        } catch {
+            XCTFail("expected localIO(pwrite, ENOSPC), got \(error)")
+        }
+        XCTAssertEqual(reported.withLock { $0 }, 0, "progress not given back exactly")
+        let landed = Array(try Data(contentsOf: URL(fileURLWithPath: path)).prefix(1 << 20))
+        XCTAssertEqual(landed, Array(bytes.prefix(1 << 20)), "the whole pieces before the full disk")
+        XCTAssertGreaterThan(proxy.requests(), 0, "the download did not go through the proxy")
+    }
 }

@@ -213,9 +213,9 @@ final class Transfer: @unchecked Sendable {
         while taken < chunk.count {
             let rest = UnsafeRawBufferPointer(rebasing: chunk[taken...])
             if pendingCount == 0 && rest.count >= Self.coalesceBytes {
-                guard write(rest, to: file, at: offset + written, progress: progress) else { return false }
-                written += UInt64(rest.count)
-                return true
+                let landed = write(rest, to: file, at: offset + written, progress: progress)
+                written += UInt64(landed)
+                return landed == rest.count
             }
             let buffer = pending ?? .allocate(byteCount: Self.coalesceBytes, alignment: 64)
             pending = buffer
@@ -231,32 +231,41 @@ final class Transfer: @unchecked Sendable {
         return true
     }
 
-    /// Writes what `pending` holds, at the place it belongs.
+    /// Writes what `pending` holds, at the place it belongs. If the write
+    /// fails, what did not land leaves `written` again: `written` counts
+    /// bytes on disk, and the caller takes exactly that back from progress.
     private func flush(_ file: OutputFile, offset: UInt64, progress: ProgressHandler?) -> Bool {
         guard let pending, pendingCount > 0 else { return true }
-        let bytes = UnsafeRawBufferPointer(rebasing: pending[0..<pendingCount])
-        let at = offset + written - UInt64(pendingCount)
+        let count = pendingCount
+        let bytes = UnsafeRawBufferPointer(rebasing: pending[0..<count])
+        let at = offset + written - UInt64(count)
         pendingCount = 0
-        return write(bytes, to: file, at: at, progress: progress)
+        let landed = write(bytes, to: file, at: at, progress: progress)
+        written -= UInt64(count - landed)
+        return landed == count
     }
 
-    /// pwrite of all of `bytes` at `at`, then the observer and progress.
+    /// pwrite of `bytes` at `at`; the observer and progress then see what
+    /// landed. Returns how many bytes did: all, or fewer with `sinkFailure`
+    /// set (a full disk can take part of a write and refuse the rest).
     private func write(
         _ bytes: UnsafeRawBufferPointer, to file: OutputFile, at: UInt64, progress: ProgressHandler?
-    ) -> Bool {
+    ) -> Int {
         var done = 0
         while done < bytes.count {
             let n = pwrite(file.descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(at + UInt64(done)))
-            if n < 0 {
-                if errno == EINTR { continue }
-                sinkFailure = ("pwrite", errno)
-                return false
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                sinkFailure = ("pwrite", n < 0 ? errno : EIO)
+                break
             }
             done += n
         }
-        file.observer?.wrote(bytes, at: at)
-        progress?(Int64(done))
-        return true
+        if done > 0 {
+            file.observer?.wrote(UnsafeRawBufferPointer(rebasing: bytes[0..<done]), at: at)
+            progress?(Int64(done))
+        }
+        return done
     }
 
     fileprivate func receiveHeader(_ line: UnsafeRawBufferPointer) {
