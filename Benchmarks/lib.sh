@@ -87,15 +87,50 @@ sys.exit(os.waitstatus_to_exitcode(status))
 PY
 }
 
-# One untimed warm-up round, then $runs interleaved rounds of run_tool TOOL.
+# write_probe: seconds to write 512 MiB of zeros into a new file in the page
+# cache (no fsync), removed after. Normally about 0.2 s here; for minutes
+# after heavy memory churn (a build, a model generated and uploaded) this VM
+# takes several seconds for it, and every tool that writes is slowed alike
+# (docs/performance.md, "What limits each figure on this VM"). Taken before
+# each round and printed with the table, so that a disturbed round shows.
+write_probe() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  dd if=/dev/zero of="$work/probe" bs=1M count=512 status=none
+  t1=$(date +%s.%N)
+  rm -f "$work/probe"
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
+
+# settled_probe: write probes until one takes under 1 s (5 s apart, for at
+# most SETTLE_SECONDS, default 180); prints the last probe's seconds, with a
+# "!" when the machine did not settle in time. Each round starts on a
+# settled machine: what is measured is the tools, not the VM's phase.
+settled_probe() {
+  local deadline=$((SECONDS + ${SETTLE_SECONDS:-180})) probe
+  while true; do
+    probe=$(write_probe)
+    awk -v p="$probe" 'BEGIN { exit !(p < 1.0) }' && { echo "$probe"; return; }
+    ((SECONDS < deadline)) || { echo "$probe!"; return; }
+    log "write probe ${probe} s for 512 MiB: the VM is in a slow phase; waiting"
+    sleep 5
+  done
+}
+
+# One untimed warm-up round, then $runs interleaved rounds of run_tool TOOL,
+# each after a settled_probe (in $probes).
 declare -A secs rss cpu
+probes=""
 run_interleaved() {
-  local tool round seconds kib cpu_s
+  local tool round seconds kib cpu_s probe
   for tool in "$@"; do
     run_tool "$tool" >"$work/$tool.log" 2>&1 || { cat "$work/$tool.log" >&2; exit 1; }
     secs[$tool]="" rss[$tool]=0 cpu[$tool]=""
   done
   for ((round = 1; round <= runs; round++)); do
+    probe=$(settled_probe)
+    probes+="$probe "
+    log "round $round/$runs write probe ${probe} s for 512 MiB"
     for tool in "$@"; do
       run_tool "$tool" >"$work/$tool.log" 2>&1 || { echo "$tool failed:" >&2; cat "$work/$tool.log" >&2; exit 1; }
       read -r seconds kib cpu_s < <(tail -n 1 "$work/$tool.log")
@@ -122,20 +157,26 @@ print_table() {
     echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "$what"
     echo "weightcache flags: ${wc_args:-(defaults)}; $runs runs per tool after a warm-up round, interleaved"
+    [ -z "$probes" ] || echo "write probe before each round (s to write 512 MiB into the page cache, about 0.2 when the VM is settled; each round waited for one under 1, ! = it did not come within SETTLE_SECONDS): $probes"
     echo
     for tool in "$@"; do echo "$tool ${rss[$tool]} $(median ${cpu[$tool]}) ${secs[$tool]}"; done | python3 -c '
 import statistics, sys
 size = float(sys.argv[1])
 rows = [(l.split()[0], l.split()[1], l.split()[2], [size / float(x) for x in l.split()[3:]]) for l in sys.stdin if l.strip()]
 base = statistics.median(rows[0][3])
-head = ["tool"] + [f"run{i + 1}" for i in range(len(rows[0][3]))] + ["median", f"vs {rows[0][0]}", "CPU s", "peak RSS MiB"]
-body = [[t] + [f"{x:.1f}" for x in xs] + [f"{statistics.median(xs):.1f}", f"{statistics.median(xs) / base:.2f}", c, r]
-        for t, r, c, xs in rows]
+# The ratio within each round, then its median: a slow phase of the machine
+# (minutes long here) hits both tools of a round alike, so pairing cancels it
+# where a ratio of medians taken over different rounds does not.
+paired = lambda xs: statistics.median(x / b for x, b in zip(xs, rows[0][3]))
+head = (["tool"] + [f"run{i + 1}" for i in range(len(rows[0][3]))]
+        + ["median", f"vs {rows[0][0]}", "paired", "CPU s", "peak RSS MiB"])
+body = [[t] + [f"{x:.1f}" for x in xs] + [f"{statistics.median(xs):.1f}", f"{statistics.median(xs) / base:.2f}",
+        f"{paired(xs):.2f}", c, r] for t, r, c, xs in rows]
 widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
 fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
 print(fmt(head)); print("  ".join("-" * w for w in widths))
 for r in body: print(fmt(r))
-print("(MiB/s of the whole command; ratio = median / first row median; CPU s = median user+system seconds of the client)")
+print(f"(MiB/s of the whole command; vs {rows[0][0]} = median / first row median; paired = median over rounds of the ratio to the first row in the same round; CPU s = median user+system seconds of the client)")
 ' "$size_mib"
   } | tee "$result"
   log "written to ${result#"$repo"/}"
