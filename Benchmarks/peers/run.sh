@@ -45,6 +45,8 @@
 #                     Benchmarks/peers/far/ and Benchmarks/results/peers-far-<UTC>.md
 #   WC_CONCURRENCY=8  weightcache's transfer.concurrency (8: the peers' setting; its default is 32)
 #   CURL_PARALLEL="8 16"   the curl ceiling's widths (FAR: "8 32")
+#   SETTLE_SECONDS=180     how long each cold run may wait for a 512 MiB write probe under 1 s
+#                     (the VM's slow phases, see bench.py; SMOKE: 0, no wait)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
