@@ -746,8 +746,9 @@ def markdown(res):
     L.append("")
     L.append(f"Cache policy: {res['cache_policy']}.")
     L.append("")
-    if probe_summary(res):
-        L.append(probe_summary(res))
+    probes = probe_summary(res)
+    if probes:
+        L.append(probes)
         L.append("")
     if res.get("cold_pull"):
         L.append("## Cold pull, S3 -> local (median of the runs; MiB/s = model bytes / seconds)")
