@@ -88,11 +88,13 @@ PY
 }
 
 # write_probe: seconds to write 512 MiB of zeros into a new file in the page
-# cache (no fsync), removed after. Normally about 0.2 s here; for minutes
-# after heavy memory churn (a build, a model generated and uploaded) this VM
-# takes several seconds for it, and every tool that writes is slowed alike
-# (docs/performance.md, "What limits each figure on this VM"). Taken before
-# each round and printed with the table, so that a disturbed round shows.
+# cache (no fsync), removed after. Normally about 0.2 s here; it takes
+# several seconds when the memory it lands in has been taken back by this
+# VM's host (a first touch then costs about 7 s per GiB), which slows every
+# tool that writes. It does not see every slow minute: tools can be slow
+# after a fast probe (docs/performance.md, "What limits each figure on this
+# VM"; results/vm-memory-20261203.txt). Keep it in step with write_probe in
+# peers/bench.py. Taken before each round and printed with the table.
 write_probe() {
   local t0 t1
   t0=$(date +%s.%N)

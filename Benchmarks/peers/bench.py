@@ -134,10 +134,11 @@ def warm_server():
                 pass
 
 
-# A write of 512 MiB into the page cache takes about 0.2 s on this VM, and several seconds in the slow phases it
-# goes through for minutes at a time (docs/performance.md, "What limits each figure on this VM"), which slow every
-# tool that writes. Each cold run waits (at most SETTLE_SECONDS; not in SMOKE) for a probe under PROBE_LIMIT_S, so
-# that what is measured is the tool, not the phase; the probes are kept with the runs.
+# A write of 512 MiB into the page cache takes about 0.2 s on this VM, and several seconds when the memory it lands
+# in has been taken back by the host (a first touch then costs about 7 s per GiB), which slows every tool that
+# writes. Each cold run waits (at most SETTLE_SECONDS; not in SMOKE) for a probe under PROBE_LIMIT_S; the probes are
+# kept with the runs. It does not see every slow minute: tools can be slow after a fast probe (docs/performance.md,
+# "What limits each figure on this VM"; results/vm-memory-20261203.txt). Keep it in step with lib.sh's write_probe.
 PROBE_LIMIT_S = 1.0
 SETTLE_SECONDS = float(E.get("SETTLE_SECONDS", "0" if SMOKE else "180"))
 
