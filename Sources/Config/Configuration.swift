@@ -30,6 +30,11 @@ public struct Configuration: Sendable, Equatable {
         /// the page cache, fsynced in the background; a blob not yet synced
         /// when the machine went down is re-verified before it is served).
         public var durability = "deferred"
+        /// How pulled bytes are written: "direct" (O_DIRECT from a few
+        /// reused buffers, on writer threads: no page-cache copy, no new
+        /// memory touched; through the page cache where the filesystem
+        /// refuses O_DIRECT) or "buffered" (pwrite into the page cache).
+        public var writes = "direct"
     }
 
     public struct RAMCache: Sendable, Equatable {

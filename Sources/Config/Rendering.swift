@@ -40,7 +40,8 @@ extension Configuration {
                 "directory": \(quote(staging.directory)),
                 "budgetBytes": "\(ByteSize.format(staging.budgetBytes))",
                 "minFreeBytes": "\(ByteSize.format(staging.minFreeBytes))",
-                "durability": \(quote(staging.durability))
+                "durability": \(quote(staging.durability)),
+                "writes": \(quote(staging.writes))
               },
               "ramCache": {
                 "budgetBytes": "\(ByteSize.format(ramCache.budgetBytes))",

@@ -219,6 +219,9 @@ extension Setting {
         .string("staging.durability", \.staging.durability) {
             ["deferred", "immediate"].contains($0) ? nil : "expected one of: deferred, immediate"
         },
+        .string("staging.writes", \.staging.writes) {
+            ["direct", "buffered"].contains($0) ? nil : "expected one of: direct, buffered"
+        },
         .bytes("ramCache.budgetBytes", \.ramCache.budgetBytes, min: 1 << 20),
         .bytes("ramCache.blockSize", \.ramCache.blockSize, min: 64 << 10, max: 64 << 20, powerOfTwo: true),
         .string("ramCache.policy", \.ramCache.policy) { ["lru", "s3-fifo"].contains($0) ? nil : "expected one of: lru, s3-fifo" },

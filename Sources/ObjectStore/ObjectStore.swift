@@ -38,11 +38,18 @@ public struct OutputFile: Sendable {
     public var path: String
     /// Sees the bytes as they are written (see `WriteObserver`).
     public var observer: (any WriteObserver)?
+    /// Writes with O_DIRECT off the receiving thread, where the store
+    /// supports it (the S3 store does; see `DirectWriter`). The observer
+    /// then sees the bytes on a writer thread.
+    public var directWriter: DirectWriter?
 
-    public init(descriptor: Int32, path: String, observer: (any WriteObserver)? = nil) {
+    public init(
+        descriptor: Int32, path: String, observer: (any WriteObserver)? = nil, directWriter: DirectWriter? = nil
+    ) {
         self.descriptor = descriptor
         self.path = path
         self.observer = observer
+        self.directWriter = directWriter
     }
 }
 

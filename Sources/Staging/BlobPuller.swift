@@ -30,6 +30,8 @@ struct BlobPuller: Sendable {
     let logger: Logger
     var evictions: EvictionCounter? = nil
     var durability: Durability = .deferred
+    /// Downloads write with O_DIRECT where the filesystem allows (`DirectWriter`).
+    var directWrites = true
     var freeSpace: FreeSpaceProbe = .statvfs
     /// Where verified blocks may already be in memory (the daemon's RAM tier).
     var donor: (any BlockDonor)? = nil
@@ -220,15 +222,34 @@ struct BlobPuller: Sendable {
         }
 
         let pool = BufferPool(capacity: Int(downloader.partSize), keep: downloader.concurrency + 2)
-        // The whole file's xxh3-128, hashed part by part as the parts land,
-        // from the page cache (see `FrontierHasher`): the blob is published
-        // only if it equals the manifest's, so a manifest whose block digests
-        // contradict its whole-file digest is caught before anything is served.
+        // Raw downloads land with O_DIRECT (see `DirectWriter`); lz4 frames
+        // are decoded into memory and written through the page cache.
+        let writer = directWrites && file.encoding == .raw && !parts.isEmpty
+            ? DirectWriter(path: partialPath, buffered: partial.descriptor) : nil
+        defer { writer?.close() }  // every download has drained by then
+        if directWrites && file.encoding == .raw && !parts.isEmpty && writer == nil {
+            logger.debug("\(partialPath): the filesystem refuses O_DIRECT; writing through the page cache")
+        }
+        // The whole file's xxh3-128, hashed part by part as the parts land
+        // (see `FrontierHasher`): the blob is published only if it equals the
+        // manifest's, so a manifest whose block digests contradict its
+        // whole-file digest is caught before anything is served. Parts
+        // written with O_DIRECT are read back the same way, so that the
+        // check does not fill the page cache the writes kept clear.
         let hasher = FrontierHasher(
             partCount: downloader.partCount(size),
             ready: Set(0..<downloader.partCount(size)).subtracting(parts)
         ) { (part, body) throws(StagingError) in
-            try withMapping(partial.descriptor, downloader.range(ofPart: part, size: size), path: partialPath, body)
+            let range = downloader.range(ofPart: part, size: size)
+            if let writer {
+                do throws(ObjectStoreError) {
+                    if try writer.read(range, body) { return }
+                } catch {
+                    if case .localIO(let call, let path, let code) = error { throw .localIO(syscall: call, path: path, errno: code) }
+                    throw .localIO(syscall: "pread", path: partialPath, errno: EIO)
+                }
+            }
+            try withMapping(partial.descriptor, range, path: partialPath, body)
         }
         // Under `immediate` durability each verified part's writeback starts
         // at once, so the final fsync has little left to wait for. Under
@@ -276,6 +297,7 @@ struct BlobPuller: Sendable {
                 let streamed = StreamingBlockHasher(blockSize: blockSize, size: size)
                 var output = partial.output
                 output.observer = streamed
+                output.directWriter = writer
                 try await downloader.fill(object, from: store, into: output, parts: parts, progress: progress) {
                     part, range in
                     try verify(range) { (block) throws(StagingError) in

@@ -15,12 +15,12 @@ public struct Staging: Sendable {
     /// block size at pull time.
     public init(
         directory: String, downloader: ParallelDownloader, budget: StagingBudget = .unlimited,
-        durability: Durability = .deferred, logger: Logger
+        durability: Durability = .deferred, directWrites: Bool = true, logger: Logger
     ) {
         layout = StagingLayout(root: directory)
         puller = BlobPuller(
             layout: layout, downloader: downloader, budget: budget, logger: logger, evictions: EvictionCounter(),
-            durability: durability)
+            durability: durability, directWrites: directWrites)
         snapshots = SnapshotWriter(layout: layout)
     }
 

@@ -23,6 +23,7 @@ extension Wiring {
                 maxBytesPerSecond: config.transfer.maxBytesPerSecond),
             budget: StagingBudget(budgetBytes: config.staging.budgetBytes, minFreeBytes: config.staging.minFreeBytes),
             durability: Durability(rawValue: config.staging.durability) ?? .deferred,
+            directWrites: config.staging.writes == "direct",
             logger: logger)
     }
 }

@@ -112,6 +112,47 @@ final class StagingTests: XCTestCase {
         }
     }
 
+    /// Fraction of `path`'s pages in the page cache (mincore).
+    func residentFraction(_ path: String) throws -> Double {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw POSIXError(.ENOENT) }
+        defer { close(fd) }
+        let size = Int(lseek(fd, 0, SEEK_END))
+        guard let address = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), address != MAP_FAILED else { throw POSIXError(.ENOMEM) }
+        defer { munmap(address, size) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var vector = [UInt8](repeating: 0, count: (size + page - 1) / page)
+        XCTAssertEqual(mincore(address, size, &vector), 0)
+        return Double(vector.filter { $0 & 1 != 0 }.count) / Double(vector.count)
+    }
+
+    /// staging.writes=direct (the default): the pull's bytes go to disk with
+    /// O_DIRECT and leave the page cache to readers; "buffered" fills it.
+    /// The same bytes either way, checked by the pull and compared here.
+    func testDirectWritesKeepThePulledModelOutOfThePageCache() async throws {
+        let probe = open(directory + "/odirect-probe", O_RDWR | O_CREAT | DirectWriter.oDirect, 0o644)
+        guard probe >= 0 else { throw XCTSkip("\(directory): this filesystem refuses O_DIRECT") }
+        close(probe)
+        let model = try makeModel(bigMiB: 48, shards: 1)
+        let repository = try await makeRepository("direct")
+        let reference = try ModelReference(parsing: "org/direct@v1")
+        let manifest = try await repository.push(directory: model, as: reference)
+        let resolved = try await repository.resolve(reference)
+        let shard = try XCTUnwrap(manifest.files.first { $0.path.hasSuffix(".safetensors") })
+        var fractions: [Bool: Double] = [:]
+        for direct in [true, false] {
+            let staging = Staging(
+                directory: directory + "/staging-\(direct)", downloader: ParallelDownloader(partSize: 8 << 20, concurrency: 4),
+                directWrites: direct, logger: logger)
+            let report = try await staging.pull(resolved, from: repository)
+            let staged = report.snapshot + "/" + shard.path
+            fractions[direct] = try residentFraction(staged)
+            XCTAssertEqual(try Digest128.ofFile(atPath: staged), try Digest128.ofFile(atPath: model + "/" + shard.path))
+        }
+        XCTAssertLessThan(fractions[true]!, 0.05, "direct writes left the shard in the page cache")
+        XCTAssertGreaterThan(fractions[false]!, 0.5, "buffered writes should fill the page cache (else this test proves nothing)")
+    }
+
     func testFlippedByteFailsNamingFileAndBlockAndStagesNothing() async throws {
         let model = try makeModel(bigMiB: 30, shards: 1)
         let repository = try await makeRepository("flip")

@@ -28,6 +28,9 @@ final class Transfer: @unchecked Sendable {
     /// and written `coalesceBytes` at a time (see `coalesce`).
     private var pending: UnsafeMutableRawBufferPointer?
     private var pendingCount = 0
+    /// A file sink with a `DirectWriter`: `pending` is then one of the
+    /// writer's buffers, and the bytes land on its threads.
+    private var direct: (writer: DirectWriter, stream: DirectWriter.Stream)?
 
     /// How many bytes a file sink gathers before one `pwrite`. A store far
     /// away delivers a body in chunks of 16 KiB as they arrive (measured:
@@ -45,7 +48,11 @@ final class Transfer: @unchecked Sendable {
     deinit {
         if let headerList { curl_slist_free_all(headerList) }
         errorBuffer.deallocate()
-        pending?.deallocate()
+        if let direct {
+            if let pending { direct.writer.giveBack(pending) }
+        } else {
+            pending?.deallocate()
+        }
     }
 
     /// Sets every option on `easy`; returns the first failing code, if any.
@@ -118,11 +125,21 @@ final class Transfer: @unchecked Sendable {
         var response = 0
         _ = wc_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &response)
         let message = String(cString: errorBuffer)
-        resume(HTTPOutcome(
+        let outcome = HTTPOutcome(
             curlCode: Int32(code.rawValue),
             curlMessage: message.isEmpty ? String(cString: curl_easy_strerror(code)) : message,
             status: response, headers: headers, body: body, written: written,
-            sinkFailure: sinkFailure, cancelled: cancelled.load(ordering: .relaxed)))
+            sinkFailure: sinkFailure, cancelled: cancelled.load(ordering: .relaxed))
+        guard let direct else { return resume(outcome) }
+        // Bytes handed to the writer are not on disk yet: the outcome waits
+        // for them, and counts only what landed (a prefix, as above).
+        self.easy = nil
+        direct.writer.whenDrained(direct.stream) { [self] landed, failure in
+            var outcome = outcome
+            outcome.written = landed
+            if outcome.sinkFailure == nil { outcome.sinkFailure = failure }
+            resume(outcome)
+        }
     }
 
     private func resume(_ outcome: HTTPOutcome) {
@@ -209,6 +226,7 @@ final class Transfer: @unchecked Sendable {
     private func coalesce(
         _ chunk: UnsafeRawBufferPointer, into file: OutputFile, offset: UInt64, progress: ProgressHandler?
     ) -> Bool {
+        if let writer = file.directWriter { return gather(chunk, for: writer, file: file, progress: progress) }
         var taken = 0
         while taken < chunk.count {
             let rest = UnsafeRawBufferPointer(rebasing: chunk[taken...])
@@ -231,10 +249,45 @@ final class Transfer: @unchecked Sendable {
         return true
     }
 
+    /// Takes `chunk` into the writer's buffers, handing each over as it
+    /// fills. False when an earlier write of this stream failed.
+    private func gather(_ chunk: UnsafeRawBufferPointer, for writer: DirectWriter, file: OutputFile, progress: ProgressHandler?) -> Bool {
+        let stream = direct?.stream ?? writer.makeStream(observer: file.observer, progress: progress)
+        direct = (writer, stream)
+        if let failure = writer.failure(of: stream) {
+            sinkFailure = failure
+            return false
+        }
+        var taken = 0
+        while taken < chunk.count {
+            let buffer = pending ?? writer.take()
+            pending = buffer
+            let n = min(chunk.count - taken, buffer.count - pendingCount)
+            (buffer.baseAddress! + pendingCount).copyMemory(from: chunk.baseAddress! + taken, byteCount: n)
+            pendingCount += n
+            written += UInt64(n)
+            taken += n
+            if pendingCount == buffer.count { submitPending() }
+        }
+        return true
+    }
+
+    /// Hands `pending` to the direct writer, at the place it belongs.
+    private func submitPending() {
+        guard let direct, let pending, case .file(_, let offset, _, _) = request.sink else { return }
+        direct.writer.submit(direct.stream, pending, count: pendingCount, at: offset + written - UInt64(pendingCount))
+        self.pending = nil
+        pendingCount = 0
+    }
+
     /// Writes what `pending` holds, at the place it belongs. If the write
     /// fails, what did not land leaves `written` again: `written` counts
     /// bytes on disk, and the caller takes exactly that back from progress.
     private func flush(_ file: OutputFile, offset: UInt64, progress: ProgressHandler?) -> Bool {
+        if direct != nil {
+            submitPending()
+            return true
+        }
         guard let pending, pendingCount > 0 else { return true }
         let count = pendingCount
         let bytes = UnsafeRawBufferPointer(rebasing: pending[0..<count])
