@@ -340,6 +340,9 @@ RUNAI_ENV = dict(RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING="0", RUNAI_STREAMER_CO
 
 COLD_TOOLS = {  # label, what lands where, the command as documented
     "weightcache-pull": ("weightcache pull", "disk (staging)", f"weightcache pull {MODEL}"),
+    # The same pull through the page cache (staging.writes=buffered), as the other disk tools write.
+    "weightcache-pull-buffered": ("weightcache pull, buffered writes", "disk (staging)",
+                                  f"WEIGHTCACHE_STAGING_WRITES=buffered weightcache pull {MODEL}"),
     "weightcache-preload": ("weightcache preload (daemon)", "disk (staging)",
                             f"weightcache serve & ; weightcache preload --json {MODEL}"),
     "aws": ("aws s3 cp --recursive", "disk",
@@ -360,14 +363,14 @@ COLD_TOOLS.update({
                  f"({CURL_TRANSFERS} 8 MiB ranged GETs, --aws-sigv4, one process)")
     for n in CURL_WIDTHS})
 if WC_CONCURRENCY != 8:
-    for t in ("weightcache-pull", "weightcache-preload"):
+    for t in ("weightcache-pull", "weightcache-pull-buffered", "weightcache-preload"):
         label, lands, cmd = COLD_TOOLS[t]
         COLD_TOOLS[t] = (f"{label}, {WC_CONCURRENCY} requests", lands,
                          f"WEIGHTCACHE_TRANSFER_CONCURRENCY={WC_CONCURRENCY} {cmd}")
 
 
 # The cold-pull rows whose output is files on disk (the page cache), as opposed to memory or /dev/null.
-DISK_WRITERS = {"weightcache-pull", "weightcache-preload", "aws", "boto3", "rclone"}
+DISK_WRITERS = {"weightcache-pull", "weightcache-pull-buffered", "weightcache-preload", "aws", "boto3", "rclone"}
 
 
 def cold_run(tool, verify):
@@ -379,8 +382,10 @@ def cold_run(tool, verify):
         daemon = Daemon(STAGING)
     r = cold_start()
     server_before = server_cpu()
-    if tool == "weightcache-pull":
+    if tool in ("weightcache-pull", "weightcache-pull-buffered"):
         env = wc_env(STAGING)
+        if tool == "weightcache-pull-buffered":
+            env["WEIGHTCACHE_STAGING_WRITES"] = "buffered"
         s, kib, cpu, _ = timed([BIN, "pull", MODEL], env=env)
         r.update(seconds=s, rss_mib=kib / 1024, cpu_s=cpu)
         r["bytes"] = check_dir(tool, quiet([BIN, "path", MODEL], env=env).strip(), False)

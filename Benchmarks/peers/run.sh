@@ -26,7 +26,7 @@
 #
 # Environment knobs:
 #   RUNS=3            timed runs per figure (SMOKE: 1)
-#   PEERS="weightcache-pull weightcache-preload aws boto3 rclone runai curl"
+#   PEERS="weightcache-pull weightcache-pull-buffered weightcache-preload aws boto3 rclone runai curl"
 #                     the cold-pull rows to run (SMOKE default: all but runai)
 #   SECTIONS="cold warm ttft"   which parts to run (memory comes with preload)
 #   WEIGHTCACHE_BIN   use this binary instead of building .build-release
@@ -65,7 +65,7 @@ if [ "$smoke" = 1 ]; then
   shards=3
 else
   runs=${RUNS:-3}
-  peers=${PEERS:-weightcache-pull weightcache-preload aws boto3 rclone runai curl}
+  peers=${PEERS:-weightcache-pull weightcache-pull-buffered weightcache-preload aws boto3 rclone runai curl}
   results=${RESULTS_DIR:-$here}
   model_mib=${MODEL_MIB:-}
   shards=4
@@ -87,7 +87,7 @@ positive FAR_CONNECTION_MBPS "$far_mbps"
 for n in $curl_parallel; do positive "each of CURL_PARALLEL" "$n"; done
 positive RUNS "$runs"
 for p in $peers; do
-  case $p in weightcache-pull | weightcache-preload | aws | boto3 | rclone | runai | curl) ;;
+  case $p in weightcache-pull | weightcache-pull-buffered | weightcache-preload | aws | boto3 | rclone | runai | curl) ;;
     *) echo "unknown peer '$p' in PEERS" >&2; exit 2 ;;
   esac
 done

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -21,8 +22,10 @@ import Glibc
 /// on the thread that receives (one for every transfer of the process), it
 /// would stall every connection. So the receiver fills a buffer (`take`),
 /// hands it over (`submit`), and takes the next; when `maxQueued` buffers wait
-/// for the disk, `take` waits too: the disk paces the download, and memory
-/// stays bounded (one buffer per open stream plus the queue).
+/// for the disk, `submit` waits too: the disk paces the download, and memory
+/// stays bounded (one buffer per open stream plus the queue). `take` itself
+/// never waits: a receiver holding partly filled buffers for several streams
+/// must always be able to start another.
 ///
 /// Order: the writes of one `Stream` (one ranged GET) go to one thread and
 /// land, and are shown to its observer, front to back. A failed write ends
@@ -35,68 +38,6 @@ public final class DirectWriter: @unchecked Sendable {
     /// device in use (logical blocks of 512 or 4096 bytes).
     public static let alignment = 4096
 
-    /// One ranged GET's writes. Its fields belong to the writer's lock.
-    public final class Stream: @unchecked Sendable {
-        fileprivate let observer: (any WriteObserver)?
-        fileprivate let progress: ProgressHandler?
-        fileprivate let thread: Int
-        fileprivate var queued = 0
-        fileprivate var landed: UInt64 = 0
-        fileprivate var failure: (syscall: String, errno: Int32)?
-        fileprivate var drained: (() -> Void)?
-
-        fileprivate init(observer: (any WriteObserver)?, progress: ProgressHandler?, thread: Int) {
-            self.observer = observer
-            self.progress = progress
-            self.thread = thread
-        }
-    }
-
-    private struct Job {
-        var stream: Stream
-        var buffer: UnsafeMutableRawPointer
-        var count: Int
-        var offset: UInt64
-    }
-
-    public let path: String
-    public let bufferSize: Int
-    private let direct: Int32
-    private let buffered: Int32
-    private let maxQueued: Int
-    private let lock = NSCondition()
-    // Guarded by `lock`:
-    private var free: [UnsafeMutableRawPointer] = []
-    private var allBuffers: [UnsafeMutableRawPointer] = []
-    private var queues: [[Job]]
-    private var queuedTotal = 0
-    private var streams = 0
-    private var closing = false
-    private var running: Int
-
-    /// Opens `path` a second time with O_DIRECT, beside `buffered` (the
-    /// caller's descriptor, which stays the caller's). Nil where the
-    /// filesystem refuses O_DIRECT (tmpfs before Linux 6.6, some FUSE and
-    /// network filesystems): the caller then writes as before.
-    public init?(path: String, buffered: Int32, bufferSize: Int = 1 << 20, maxQueued: Int = 8, threads: Int = 4) {
-        precondition(bufferSize > 0 && bufferSize % Self.alignment == 0 && maxQueued > 0 && threads > 0)
-        let fd = open(path, O_RDWR | O_CLOEXEC | Self.oDirect)
-        guard fd >= 0 else { return nil }
-        self.path = path
-        self.direct = fd
-        self.buffered = buffered
-        self.bufferSize = bufferSize
-        self.maxQueued = maxQueued
-        self.queues = Array(repeating: [], count: threads)
-        self.running = threads
-        // The threads hold the writer until `close` stops them.
-        for index in 0..<threads {
-            let thread = Thread { [self] in work(index) }
-            thread.name = "weightcache-direct-write"
-            thread.start()
-        }
-    }
-
     /// Glibc leaves O_DIRECT out of Swift's view (it needs _GNU_SOURCE).
     /// Its value on x86-64 and arm64 Linux.
     public static var oDirect: Int32 {
@@ -107,79 +48,159 @@ public final class DirectWriter: @unchecked Sendable {
         #endif
     }
 
+    /// One ranged GET's writes.
+    public final class Stream: @unchecked Sendable {
+        fileprivate struct State {
+            var queued = 0
+            var landed: UInt64 = 0
+            var failure: (syscall: String, errno: Int32)?
+            var drained: (() -> Void)?
+        }
+        fileprivate let observer: (any WriteObserver)?
+        fileprivate let progress: ProgressHandler?
+        fileprivate let worker: Worker
+        fileprivate let state = Mutex(State())
+
+        fileprivate init(observer: (any WriteObserver)?, progress: ProgressHandler?, worker: Worker) {
+            self.observer = observer
+            self.progress = progress
+            self.worker = worker
+        }
+    }
+
+    fileprivate struct Job {
+        var stream: Stream
+        var buffer: UnsafeMutableRawPointer
+        var count: Int
+        var offset: UInt64
+    }
+
+    /// One writer thread and its queue: a stream's jobs all go to one worker,
+    /// so they land in order; each worker wakes only for its own jobs.
+    fileprivate final class Worker: @unchecked Sendable {
+        let condition = NSCondition()
+        var jobs: [Job] = []  // guarded by condition
+        var closing = false  // guarded by condition
+        let done = DispatchSemaphore(value: 0)
+    }
+
+    public let path: String
+    public let bufferSize: Int
+    private let direct: Int32
+    private let buffered: Int32
+    private let readSize: Int
+    private let readLock = NSLock()
+    private var readBuffer: UnsafeMutableRawPointer?  // guarded by readLock
+    /// One per buffer that may wait for the disk: `submit` takes one, a finished write gives it back.
+    private let credits: DispatchSemaphore
+    private let workers: [Worker]
+    private struct Buffers {
+        var free: [UInt] = []
+        var all: [UInt] = []
+        var streams = 0
+        var closed = false
+    }
+    private let buffers = Mutex(Buffers())
+
+    /// Opens `path` a second time with O_DIRECT, beside `buffered` (the
+    /// caller's descriptor, which stays the caller's). Nil where the
+    /// filesystem refuses O_DIRECT (tmpfs before Linux 6.6, some FUSE and
+    /// network filesystems): the caller then writes as before.
+    public init?(
+        path: String, buffered: Int32, bufferSize: Int = 1 << 20, maxQueued: Int = 8, threads: Int = 4,
+        readSize: Int = 8 << 20
+    ) {
+        precondition(bufferSize > 0 && bufferSize % Self.alignment == 0 && maxQueued > 0 && threads > 0)
+        precondition(readSize > 0 && readSize % Self.alignment == 0)
+        let fd = open(path, O_RDWR | O_CLOEXEC | Self.oDirect)
+        guard fd >= 0 else { return nil }
+        self.path = path
+        self.direct = fd
+        self.buffered = buffered
+        self.bufferSize = bufferSize
+        self.readSize = readSize
+        self.credits = DispatchSemaphore(value: maxQueued)
+        self.workers = (0..<threads).map { _ in Worker() }
+        // The threads hold the writer until `close` stops them.
+        for worker in workers {
+            let thread = Thread { [self] in work(worker) }
+            thread.name = "weightcache-direct-write"
+            thread.start()
+        }
+    }
+
     /// Waits for the queued writes, stops the threads and frees the buffers.
     /// The owner must call it (the threads keep the writer alive until then),
     /// once every stream has drained; later calls do nothing.
     public func close() {
-        lock.lock()
-        guard !closing else {
-            lock.unlock()
-            return
+        let first = buffers.withLock { state in
+            defer { state.closed = true }
+            return !state.closed
         }
-        closing = true
-        lock.broadcast()
-        while running > 0 { lock.wait() }
-        let buffers = allBuffers
-        allBuffers = []
-        free = []
-        lock.unlock()
-        for buffer in buffers { buffer.deallocate() }
+        guard first else { return }
+        for worker in workers {
+            worker.condition.lock()
+            worker.closing = true
+            worker.condition.signal()
+            worker.condition.unlock()
+        }
+        for worker in workers { worker.done.wait() }
+        let all = buffers.withLock { state in
+            defer { state.all = []; state.free = [] }
+            return state.all
+        }
+        for address in all { UnsafeMutableRawPointer(bitPattern: address)!.deallocate() }
+        readLock.lock()
+        readBuffer?.deallocate()
+        readBuffer = nil
+        readLock.unlock()
         Glibc.close(direct)
     }
 
     /// A stream for one ranged GET: `observer` sees what lands, in order,
     /// and `progress` hears of it, both on a writer thread.
     public func makeStream(observer: (any WriteObserver)?, progress: ProgressHandler?) -> Stream {
-        lock.lock()
-        defer { lock.unlock() }
-        streams += 1
-        return Stream(observer: observer, progress: progress, thread: streams % queues.count)
+        let index = buffers.withLock { state in
+            state.streams += 1
+            return state.streams % workers.count
+        }
+        return Stream(observer: observer, progress: progress, worker: workers[index])
     }
 
     /// An aligned buffer of `bufferSize` bytes to fill and `submit` (or `giveBack`).
-    /// Waits while `maxQueued` buffers wait for the disk.
     public func take() -> UnsafeMutableRawBufferPointer {
-        lock.lock()
-        while queuedTotal >= maxQueued && !closing { lock.wait() }
-        let buffer: UnsafeMutableRawPointer
-        if let reused = free.popLast() {
-            buffer = reused
-        } else {
-            buffer = .allocate(byteCount: bufferSize, alignment: Self.alignment)
-            allBuffers.append(buffer)
-        }
-        lock.unlock()
-        return UnsafeMutableRawBufferPointer(start: buffer, count: bufferSize)
+        let reused = buffers.withLock { $0.free.popLast() }
+        if let reused { return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: reused), count: bufferSize) }
+        let fresh = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: Self.alignment)
+        buffers.withLock { $0.all.append(UInt(bitPattern: fresh)) }
+        return UnsafeMutableRawBufferPointer(start: fresh, count: bufferSize)
     }
 
     /// Returns a buffer from `take` unused.
     public func giveBack(_ buffer: UnsafeMutableRawBufferPointer) {
-        lock.lock()
-        free.append(buffer.baseAddress!)
-        lock.unlock()
+        let address = UInt(bitPattern: buffer.baseAddress!)
+        buffers.withLock { $0.free.append(address) }
     }
 
     /// Queues the first `count` bytes of `buffer` (from `take`) to be written
-    /// at `offset`. The buffer is the writer's again afterwards. Dropped when
-    /// the stream has failed already.
+    /// at `offset`; waits while `maxQueued` buffers wait for the disk. The
+    /// buffer is the writer's again afterwards. Dropped when the stream has
+    /// failed already.
     public func submit(_ stream: Stream, _ buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: UInt64) {
-        lock.lock()
-        defer { lock.unlock() }
-        guard stream.failure == nil, count > 0 else {
-            free.append(buffer.baseAddress!)
-            return
-        }
-        queues[stream.thread].append(Job(stream: stream, buffer: buffer.baseAddress!, count: count, offset: offset))
-        stream.queued += 1
-        queuedTotal += 1
-        lock.broadcast()
+        let failed = stream.state.withLock { $0.failure != nil }
+        guard !failed, count > 0 else { return giveBack(buffer) }
+        credits.wait()
+        stream.state.withLock { $0.queued += 1 }
+        let worker = stream.worker
+        worker.condition.lock()
+        worker.jobs.append(Job(stream: stream, buffer: buffer.baseAddress!, count: count, offset: offset))
+        worker.condition.signal()
+        worker.condition.unlock()
     }
 
     /// The stream's first failed write, if any: the receiver stops early.
     public func failure(of stream: Stream) -> (syscall: String, errno: Int32)? {
-        lock.lock()
-        defer { lock.unlock() }
-        return stream.failure
+        stream.state.withLock { $0.failure }
     }
 
     /// Runs `body` with the bytes that landed and the failure, if any, once
@@ -187,84 +208,80 @@ public final class DirectWriter: @unchecked Sendable {
     public func whenDrained(
         _ stream: Stream, _ body: @escaping @Sendable (UInt64, (syscall: String, errno: Int32)?) -> Void
     ) {
-        lock.lock()
-        if stream.queued == 0 {
-            let (landed, failure) = (stream.landed, stream.failure)
-            lock.unlock()
-            body(landed, failure)
-            return
+        let now: (UInt64, (syscall: String, errno: Int32)?)? = stream.state.withLock { state in
+            if state.queued == 0 { return (state.landed, state.failure) }
+            state.drained = { body(stream.state.withLock { $0.landed }, stream.state.withLock { $0.failure }) }
+            return nil
         }
-        stream.drained = { body(stream.landed, stream.failure) }  // a cycle until it runs
-        lock.unlock()
+        if let now { body(now.0, now.1) }
     }
 
-    /// Reads `range` of the file with O_DIRECT, `bufferSize` bytes at a time,
-    /// and runs `body` on each piece in order: bytes the writes put on disk,
-    /// without bringing them into the page cache. False, having run `body`
-    /// on nothing, when `range` does not start on an aligned offset; throws
-    /// the errno of a failed read.
+    /// Reads `range` of the file with O_DIRECT, up to `readSize` bytes per
+    /// pread (one large read lets the block layer run its pieces in
+    /// parallel; 1 MiB reads one after another were the slow part of a
+    /// pull's whole-file check), and runs `body` on each piece in order: the
+    /// bytes the writes put on disk, without bringing them into the page
+    /// cache. False, having run `body` on nothing, when `range` does not
+    /// start on an aligned offset; throws the errno of a failed read.
     public func read(_ range: Range<UInt64>, _ body: (UnsafeRawBufferPointer) -> Void) throws(ObjectStoreError) -> Bool {
         guard range.lowerBound % UInt64(Self.alignment) == 0 else { return false }
-        let buffer = take()
-        defer { giveBack(buffer) }
+        readLock.lock()
+        defer { readLock.unlock() }
+        let buffer = readBuffer ?? .allocate(byteCount: readSize, alignment: Self.alignment)
+        readBuffer = buffer
         var position = range.lowerBound
         while position < range.upperBound {
-            let want = Int(min(UInt64(bufferSize), range.upperBound - position))
+            let want = Int(min(UInt64(readSize), range.upperBound - position))
             // Whole aligned blocks: past the end of the file the read comes back short.
             let asked = (want + Self.alignment - 1) / Self.alignment * Self.alignment
             var got = 0
             while got < want {
-                let n = pread(direct, buffer.baseAddress! + got, asked - got, off_t(position) + off_t(got))
+                let unaligned = got % Self.alignment != 0
+                let n = unaligned
+                    ? pread(buffered, buffer + got, want - got, off_t(position) + off_t(got))
+                    : pread(direct, buffer + got, asked - got, off_t(position) + off_t(got))
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { throw .localIO(syscall: "pread", path: path, errno: n < 0 ? errno : EIO) }
                 got += n
-                // A short read that leaves us unaligned: finish through the page cache.
-                if got < want && got % Self.alignment != 0 {
-                    let m = pread(buffered, buffer.baseAddress! + got, want - got, off_t(position) + off_t(got))
-                    guard m > 0 else { throw .localIO(syscall: "pread", path: path, errno: m < 0 ? errno : EIO) }
-                    got += m
-                }
             }
-            body(UnsafeRawBufferPointer(start: buffer.baseAddress!, count: want))
+            body(UnsafeRawBufferPointer(start: buffer, count: want))
             position += UInt64(want)
         }
         return true
     }
 
-    private func work(_ index: Int) {
+    private func work(_ worker: Worker) {
         while true {
-            lock.lock()
-            while queues[index].isEmpty && !closing { lock.wait() }
-            guard !queues[index].isEmpty else {
-                running -= 1
-                lock.broadcast()
-                lock.unlock()
+            worker.condition.lock()
+            while worker.jobs.isEmpty && !worker.closing { worker.condition.wait() }
+            guard !worker.jobs.isEmpty else {
+                worker.condition.unlock()
+                worker.done.signal()
                 return
             }
-            let job = queues[index].removeFirst()
-            let skip = job.stream.failure != nil
-            lock.unlock()
+            let job = worker.jobs.removeFirst()
+            worker.condition.unlock()
 
+            let stream = job.stream
+            let skip = stream.state.withLock { $0.failure != nil }
             var done = 0
             var failure: (syscall: String, errno: Int32)?
             if !skip { (done, failure) = write(job) }
             if done > 0 {
-                let bytes = UnsafeRawBufferPointer(start: job.buffer, count: done)
-                job.stream.observer?.wrote(bytes, at: job.offset)
-                job.stream.progress?(Int64(done))
+                stream.observer?.wrote(UnsafeRawBufferPointer(start: job.buffer, count: done), at: job.offset)
+                stream.progress?(Int64(done))
             }
-
-            lock.lock()
-            let stream = job.stream
-            stream.landed += UInt64(done)
-            if stream.failure == nil, let failure { stream.failure = failure }
-            free.append(job.buffer)
-            stream.queued -= 1
-            queuedTotal -= 1
-            var drained: (() -> Void)?
-            if stream.queued == 0 { swap(&drained, &stream.drained) }
-            lock.broadcast()
-            lock.unlock()
+            let address = UInt(bitPattern: job.buffer)
+            buffers.withLock { $0.free.append(address) }
+            credits.signal()
+            let drained: (() -> Void)? = stream.state.withLock { state in
+                state.landed += UInt64(done)
+                if state.failure == nil, let failure { state.failure = failure }
+                state.queued -= 1
+                guard state.queued == 0 else { return nil }
+                defer { state.drained = nil }
+                return state.drained
+            }
             drained?()
         }
     }
