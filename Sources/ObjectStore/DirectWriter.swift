@@ -12,8 +12,8 @@ import Glibc
 /// node's spare memory that pushes out pages the serving processes need; on
 /// the VMs measured here (docs/performance.md, "What limits each figure"),
 /// memory that sat free is taken back by the host, and the first touch of it
-/// costs about 7 s per GiB: a buffered 2 GiB pull used 2 to 17 CPU-seconds
-/// depending on the minute, the same pull through this writer 2.1 every time.
+/// costs about 7 s per GiB: a buffered 2 GiB pull used 2 to 25 CPU-seconds
+/// depending on the minute, the same pull through this writer 1.9 to 2.6.
 /// With O_DIRECT the disk reads from a few aligned buffers that are reused
 /// for the whole file, so a pull touches no new memory, and leaves the page
 /// cache to the readers.
@@ -23,7 +23,8 @@ import Glibc
 /// would stall every connection. So the receiver fills a buffer (`take`),
 /// hands it over (`submit`), and takes the next; when `maxQueued` buffers wait
 /// for the disk, `submit` waits too: the disk paces the download, and memory
-/// stays bounded (one buffer per open stream plus the queue). `take` itself
+/// stays bounded (one buffer per open stream plus the queue, and one
+/// `readSize` buffer for reading parts back). `take` itself
 /// never waits: a receiver holding partly filled buffers for several streams
 /// must always be able to start another.
 ///
@@ -235,12 +236,17 @@ public final class DirectWriter: @unchecked Sendable {
             // Whole aligned blocks: past the end of the file the read comes back short.
             let asked = (want + Self.alignment - 1) / Self.alignment * Self.alignment
             var got = 0
+            var directRefused = false
             while got < want {
-                let unaligned = got % Self.alignment != 0
-                let n = unaligned
+                let viaCache = directRefused || got % Self.alignment != 0
+                let n = viaCache
                     ? pread(buffered, buffer + got, want - got, off_t(position) + off_t(got))
                     : pread(direct, buffer + got, asked - got, off_t(position) + off_t(got))
                 if n < 0 && errno == EINTR { continue }
+                if n < 0 && errno == EINVAL && !viaCache {
+                    directRefused = true  // as in `write`: this read goes through the page cache
+                    continue
+                }
                 guard n > 0 else { throw .localIO(syscall: "pread", path: path, errno: n < 0 ? errno : EIO) }
                 got += n
             }
