@@ -34,7 +34,7 @@ let package = Package(
             name: "CXXHash", pkgConfig: "libxxhash",
             providers: [.apt(["libxxhash-dev"])]),
 
-        // Linux file calls Swift's Glibc module cannot see (sync_file_range).
+        // Linux file calls Swift's Glibc module cannot see (sync_file_range, O_DIRECT).
         .target(name: "CFileSystem"),
 
         // Unix-socket calls Swift cannot express (SCM_RIGHTS, SO_PEERCRED).
@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "ObjectStore",
             dependencies: [
-                "CCurl",
+                "CCurl", "CFileSystem",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -1,3 +1,4 @@
+import CFileSystem
 import Foundation
 import Synchronization
 
@@ -39,23 +40,19 @@ public final class DirectWriter: @unchecked Sendable {
     /// device in use (logical blocks of 512 or 4096 bytes).
     public static let alignment = 4096
 
-    /// Glibc leaves O_DIRECT out of Swift's view (it needs _GNU_SOURCE).
-    /// Its value on x86-64 and arm64 Linux.
-    public static var oDirect: Int32 {
-        #if arch(arm64)
-        0o200000
-        #else
-        0o40000
-        #endif
-    }
+    /// A failed call and its errno, as `HTTPOutcome.sinkFailure` carries it.
+    public typealias Failure = (syscall: String, errno: Int32)
+
+    /// The O_DIRECT open flag (Glibc hides it from Swift: see CFileSystem).
+    public static let oDirect = wc_o_direct()
 
     /// One ranged GET's writes.
     public final class Stream: @unchecked Sendable {
         fileprivate struct State {
             var queued = 0
             var landed: UInt64 = 0
-            var failure: (syscall: String, errno: Int32)?
-            var drained: (() -> Void)?
+            var failure: Failure?
+            var drained: ((UInt64, Failure?) -> Void)?
         }
         fileprivate let observer: (any WriteObserver)?
         fileprivate let progress: ProgressHandler?
@@ -200,18 +197,18 @@ public final class DirectWriter: @unchecked Sendable {
     }
 
     /// The stream's first failed write, if any: the receiver stops early.
-    public func failure(of stream: Stream) -> (syscall: String, errno: Int32)? {
+    public func failure(of stream: Stream) -> Failure? {
         stream.state.withLock { $0.failure }
     }
 
     /// Runs `body` with the bytes that landed and the failure, if any, once
     /// every write queued for `stream` is done: now, or on a writer thread.
     public func whenDrained(
-        _ stream: Stream, _ body: @escaping @Sendable (UInt64, (syscall: String, errno: Int32)?) -> Void
+        _ stream: Stream, _ body: @escaping @Sendable (UInt64, Failure?) -> Void
     ) {
-        let now: (UInt64, (syscall: String, errno: Int32)?)? = stream.state.withLock { state in
+        let now: (UInt64, Failure?)? = stream.state.withLock { state in
             if state.queued == 0 { return (state.landed, state.failure) }
-            state.drained = { body(stream.state.withLock { $0.landed }, stream.state.withLock { $0.failure }) }
+            state.drained = body
             return nil
         }
         if let now { body(now.0, now.1) }
@@ -271,7 +268,7 @@ public final class DirectWriter: @unchecked Sendable {
             let stream = job.stream
             let skip = stream.state.withLock { $0.failure != nil }
             var done = 0
-            var failure: (syscall: String, errno: Int32)?
+            var failure: Failure?
             if !skip { (done, failure) = write(job) }
             if done > 0 {
                 stream.observer?.wrote(UnsafeRawBufferPointer(start: job.buffer, count: done), at: job.offset)
@@ -280,22 +277,22 @@ public final class DirectWriter: @unchecked Sendable {
             let address = UInt(bitPattern: job.buffer)
             buffers.withLock { $0.free.append(address) }
             credits.signal()
-            let drained: (() -> Void)? = stream.state.withLock { state in
+            let drained = stream.state.withLock { state -> (body: (UInt64, Failure?) -> Void, landed: UInt64, failure: Failure?)? in
                 state.landed += UInt64(done)
                 if state.failure == nil, let failure { state.failure = failure }
                 state.queued -= 1
-                guard state.queued == 0 else { return nil }
-                defer { state.drained = nil }
-                return state.drained
+                guard state.queued == 0, let body = state.drained else { return nil }
+                state.drained = nil
+                return (body, state.landed, state.failure)
             }
-            drained?()
+            if let drained { drained.body(drained.landed, drained.failure) }
         }
     }
 
     /// pwrite until done: O_DIRECT while offset and length are aligned,
     /// through the page cache otherwise (and where the filesystem turns
     /// O_DIRECT down for one write with EINVAL).
-    private func write(_ job: Job) -> (Int, (syscall: String, errno: Int32)?) {
+    private func write(_ job: Job) -> (Int, Failure?) {
         var done = 0
         var directRefused = false
         while done < job.count {

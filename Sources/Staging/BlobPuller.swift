@@ -224,10 +224,10 @@ struct BlobPuller: Sendable {
         let pool = BufferPool(capacity: Int(downloader.partSize), keep: downloader.concurrency + 2)
         // Raw downloads land with O_DIRECT (see `DirectWriter`); lz4 frames
         // are decoded into memory and written through the page cache.
-        let writer = directWrites && file.encoding == .raw && !parts.isEmpty
-            ? DirectWriter(path: partialPath, buffered: partial.descriptor) : nil
+        let wantsDirect = directWrites && file.encoding == .raw && !parts.isEmpty
+        let writer = wantsDirect ? DirectWriter(path: partialPath, buffered: partial.descriptor) : nil
         defer { writer?.close() }  // every download has drained by then
-        if directWrites && file.encoding == .raw && !parts.isEmpty && writer == nil {
+        if wantsDirect && writer == nil {
             logger.debug("\(partialPath): the filesystem refuses O_DIRECT; writing through the page cache")
         }
         // The whole file's xxh3-128, hashed part by part as the parts land

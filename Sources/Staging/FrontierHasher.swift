@@ -10,9 +10,11 @@ import Glibc
 ///
 /// xxh3-128 is sequential, parts land out of order. So the hasher keeps a
 /// frontier: when the part at the frontier lands it is hashed, and so is
-/// every part after it that landed earlier. Parts are hashed where they lie
-/// in the page cache, through a read-only mapping (`withMapping`): no copy,
-/// and the pages were just written, so nothing is read from disk.
+/// every part after it that landed earlier. How a part is read is the
+/// caller's `read`: after buffered writes, where it lies in the page cache,
+/// through a read-only mapping (`withMapping`: no copy, nothing read from
+/// disk); after O_DIRECT writes, back from disk with O_DIRECT
+/// (`DirectWriter.read`), so the check does not fill the page cache.
 /// Workers take parts in order, so the frontier trails the download closely
 /// and the hash is done a part after the last byte lands.
 final class FrontierHasher: Sendable {
