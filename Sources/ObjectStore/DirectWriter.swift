@@ -24,8 +24,8 @@ import Glibc
 /// would stall every connection. So the receiver fills a buffer (`take`),
 /// hands it over (`submit`), and takes the next; when `maxQueued` buffers wait
 /// for the disk, `submit` waits too: the disk paces the download, and memory
-/// stays bounded (one buffer per open stream plus the queue, and one
-/// `readSize` buffer for reading parts back). `take` itself
+/// stays bounded (one buffer per open stream plus the queue, and kept
+/// buffers while the pool is under its limit; see `DirectBuffers`). `take` itself
 /// never waits: a receiver holding partly filled buffers for several streams
 /// must always be able to start another.
 ///
@@ -35,10 +35,21 @@ import Glibc
 ///
 /// Writes that are not aligned (a file's last bytes) go through the caller's
 /// ordinary descriptor; Linux keeps the two coherent.
+///
+/// Keeping: a pull reads every part back once, in order, for the whole-file
+/// hash (`read`). Read from disk, that doubled the disk's work and was most
+/// of the gap between a verified pull and one with no whole-file check
+/// (3.2-6.1 s against 2.4-2.7 s for 2 GiB, docs/performance.md). So written
+/// buffers ahead of the reader are held back from reuse while the shared
+/// `DirectBuffers` stay within their limit, and `read` takes them from
+/// memory; only what did not fit is read back. They are the very bytes the
+/// disk was given: the same assurance as hashing them through the page cache
+/// after a buffered write. Over the limit the buffers farthest from the
+/// reader go first: the nearest are read soonest.
 public final class DirectWriter: @unchecked Sendable {
     /// Offset, length and memory alignment O_DIRECT needs on any Linux block
     /// device in use (logical blocks of 512 or 4096 bytes).
-    public static let alignment = 4096
+    public static let alignment = DirectBuffers.alignment
 
     /// A failed call and its errno, as `HTTPOutcome.sinkFailure` carries it.
     public typealias Failure = (syscall: String, errno: Int32)
@@ -88,15 +99,23 @@ public final class DirectWriter: @unchecked Sendable {
     private let buffered: Int32
     private let readSize: Int
     private let readLock = NSLock()
-    private var readBuffer: UnsafeMutableRawPointer?  // guarded by readLock
+    private let pool: DirectBuffers
     /// One per buffer that may wait for the disk: `submit` takes one, a finished write gives it back.
     private let credits: DispatchSemaphore
     private let workers: [Worker]
     private struct Buffers {
-        var free: [UInt] = []
-        var all: [UInt] = []
         var streams = 0
         var closed = false
+        /// Written buffers held for `read`, by file offset; disjoint.
+        var kept: [UInt64: Piece] = [:]
+        /// `read` has been past here: nothing below is kept any more.
+        var consumed: UInt64 = 0
+        var fromMemory: UInt64 = 0
+        var fromDisk: UInt64 = 0
+    }
+    private struct Piece {
+        var address: UInt
+        var count: Int
     }
     private let buffers = Mutex(Buffers())
 
@@ -104,12 +123,16 @@ public final class DirectWriter: @unchecked Sendable {
     /// caller's descriptor, which stays the caller's). Nil where the
     /// filesystem refuses O_DIRECT (tmpfs before Linux 6.6, some FUSE and
     /// network filesystems): the caller then writes as before.
+    /// `pool`: where buffers come from, shared with the other writers of a
+    /// staging directory; a pool whose limit is 0 lets nothing be kept, and
+    /// every `read` comes from disk.
     public init?(
-        path: String, buffered: Int32, bufferSize: Int = 1 << 20, maxQueued: Int = 8, threads: Int = 4,
-        readSize: Int = 8 << 20
+        path: String, buffered: Int32, pool: DirectBuffers, bufferSize: Int = 1 << 20, maxQueued: Int = 8,
+        threads: Int = 4, readSize: Int = 8 << 20
     ) {
         precondition(bufferSize > 0 && bufferSize % Self.alignment == 0 && maxQueued > 0 && threads > 0)
         precondition(readSize > 0 && readSize % Self.alignment == 0)
+        self.pool = pool
         let fd = open(path, O_RDWR | O_CLOEXEC | Self.oDirect)
         guard fd >= 0 else { return nil }
         self.path = path
@@ -119,6 +142,7 @@ public final class DirectWriter: @unchecked Sendable {
         self.readSize = readSize
         self.credits = DispatchSemaphore(value: maxQueued)
         self.workers = (0..<threads).map { _ in Worker() }
+        pool.open()
         // The threads hold the writer until `close` stops them.
         for worker in workers {
             let thread = Thread { [self] in work(worker) }
@@ -127,7 +151,7 @@ public final class DirectWriter: @unchecked Sendable {
         }
     }
 
-    /// Waits for the queued writes, stops the threads and frees the buffers.
+    /// Waits for the queued writes, stops the threads and gives the buffers back.
     /// The owner must call it (the threads keep the writer alive until then),
     /// once every stream has drained; later calls do nothing.
     public func close() {
@@ -143,15 +167,12 @@ public final class DirectWriter: @unchecked Sendable {
             worker.condition.unlock()
         }
         for worker in workers { worker.done.wait() }
-        let all = buffers.withLock { state in
-            defer { state.all = []; state.free = [] }
-            return state.all
+        let kept = buffers.withLock { state in
+            defer { state.kept = [:] }
+            return state.kept.values
         }
-        for address in all { UnsafeMutableRawPointer(bitPattern: address)!.deallocate() }
-        readLock.lock()
-        readBuffer?.deallocate()
-        readBuffer = nil
-        readLock.unlock()
+        for piece in kept { pool.give(UnsafeMutableRawPointer(bitPattern: piece.address)!, size: bufferSize) }
+        pool.close()
         Glibc.close(direct)
     }
 
@@ -167,17 +188,12 @@ public final class DirectWriter: @unchecked Sendable {
 
     /// An aligned buffer of `bufferSize` bytes to fill and `submit` (or `giveBack`).
     public func take() -> UnsafeMutableRawBufferPointer {
-        let reused = buffers.withLock { $0.free.popLast() }
-        if let reused { return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: reused), count: bufferSize) }
-        let fresh = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: Self.alignment)
-        buffers.withLock { $0.all.append(UInt(bitPattern: fresh)) }
-        return UnsafeMutableRawBufferPointer(start: fresh, count: bufferSize)
+        UnsafeMutableRawBufferPointer(start: pool.take(bufferSize), count: bufferSize)
     }
 
     /// Returns a buffer from `take` unused.
     public func giveBack(_ buffer: UnsafeMutableRawBufferPointer) {
-        let address = UInt(bitPattern: buffer.baseAddress!)
-        buffers.withLock { $0.free.append(address) }
+        pool.give(buffer.baseAddress!, size: bufferSize)
     }
 
     /// Queues the first `count` bytes of `buffer` (from `take`) to be written
@@ -214,26 +230,69 @@ public final class DirectWriter: @unchecked Sendable {
         if let now { body(now.0, now.1) }
     }
 
-    /// Reads `range` of the file with O_DIRECT, up to `readSize` bytes per
-    /// pread (one large read lets the block layer run its pieces in
-    /// parallel; 1 MiB reads one after another were the slow part of a
-    /// pull's whole-file check), and runs `body` on each piece in order: the
-    /// bytes the writes put on disk, without bringing them into the page
-    /// cache. False, having run `body` on nothing, when `range` does not
-    /// start on an aligned offset; throws the errno of a failed read.
-    public func read(_ range: Range<UInt64>, _ body: (UnsafeRawBufferPointer) -> Void) throws(ObjectStoreError) -> Bool {
-        guard range.lowerBound % UInt64(Self.alignment) == 0 else { return false }
+    /// Runs `body` on the bytes of `range` in order, as the writes left
+    /// them: kept buffers from memory (and then reused), the rest read back
+    /// (`readFromDisk`). Meant to be called front to back, as a whole-file
+    /// hash reads: nothing is kept below a range once it has been read.
+    /// Throws the errno of a failed read.
+    public func read(_ range: Range<UInt64>, _ body: (UnsafeRawBufferPointer) -> Void) throws(ObjectStoreError) {
         readLock.lock()
         defer { readLock.unlock() }
-        let buffer = readBuffer ?? .allocate(byteCount: readSize, alignment: Self.alignment)
-        readBuffer = buffer
+        var stale: [UInt] = []
+        let pieces = buffers.withLock { state -> [(start: UInt64, piece: Piece)] in
+            state.consumed = max(state.consumed, range.upperBound)
+            var inside: [(start: UInt64, piece: Piece)] = []
+            for (start, piece) in state.kept where start < range.upperBound {
+                state.kept[start] = nil
+                if start >= range.lowerBound && start + UInt64(piece.count) <= range.upperBound {
+                    inside.append((start, piece))
+                } else {
+                    stale.append(piece.address)  // below the range, or across its end
+                }
+            }
+            return inside.sorted { $0.start < $1.start }
+        }
+        defer {
+            for address in stale + pieces.map(\.piece.address) {
+                pool.give(UnsafeMutableRawPointer(bitPattern: address)!, size: bufferSize)
+            }
+        }
+        var position = range.lowerBound
+        var fromMemory: UInt64 = 0
+        for (start, piece) in pieces {
+            if start > position { try readFromDisk(position..<start, body) }
+            body(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: piece.address), count: piece.count))
+            fromMemory += UInt64(piece.count)
+            position = start + UInt64(piece.count)
+        }
+        if position < range.upperBound { try readFromDisk(position..<range.upperBound, body) }
+        buffers.withLock { state in
+            state.fromMemory += fromMemory
+            state.fromDisk += UInt64(range.count) - fromMemory
+        }
+    }
+
+    /// Bytes `read` has taken from kept buffers and from disk so far.
+    public var readSources: (memory: UInt64, disk: UInt64) {
+        buffers.withLock { ($0.fromMemory, $0.fromDisk) }
+    }
+
+    /// Reads `range` back with O_DIRECT, up to `readSize` bytes per pread
+    /// (one large read lets the block layer run its pieces in parallel; 1
+    /// MiB reads one after another were the slow part of a pull's whole-file
+    /// check), without bringing it into the page cache. Bytes that O_DIRECT
+    /// cannot reach (an unaligned start, or a filesystem that refuses it
+    /// with EINVAL) come through the ordinary descriptor. Under `readLock`.
+    private func readFromDisk(_ range: Range<UInt64>, _ body: (UnsafeRawBufferPointer) -> Void) throws(ObjectStoreError) {
+        let buffer = pool.take(readSize)
+        defer { pool.give(buffer, size: readSize) }
         var position = range.lowerBound
         while position < range.upperBound {
             let want = Int(min(UInt64(readSize), range.upperBound - position))
             // Whole aligned blocks: past the end of the file the read comes back short.
             let asked = (want + Self.alignment - 1) / Self.alignment * Self.alignment
             var got = 0
-            var directRefused = false
+            var directRefused = position % UInt64(Self.alignment) != 0
             while got < want {
                 let viaCache = directRefused || got % Self.alignment != 0
                 let n = viaCache
@@ -250,7 +309,6 @@ public final class DirectWriter: @unchecked Sendable {
             body(UnsafeRawBufferPointer(start: buffer, count: want))
             position += UInt64(want)
         }
-        return true
     }
 
     private func work(_ worker: Worker) {
@@ -275,7 +333,8 @@ public final class DirectWriter: @unchecked Sendable {
                 stream.progress?(Int64(done))
             }
             let address = UInt(bitPattern: job.buffer)
-            buffers.withLock { $0.free.append(address) }
+            let kept = failure == nil && done == job.count && keep(Piece(address: address, count: done), at: job.offset)
+            if !kept { pool.give(job.buffer, size: bufferSize) }
             credits.signal()
             let drained = stream.state.withLock { state -> (body: (UInt64, Failure?) -> Void, landed: UInt64, failure: Failure?)? in
                 state.landed += UInt64(done)
@@ -286,6 +345,37 @@ public final class DirectWriter: @unchecked Sendable {
                 return (body, state.landed, state.failure)
             }
             if let drained { drained.body(drained.landed, drained.failure) }
+        }
+    }
+
+    /// Holds a written buffer for `read` while the pool is within its
+    /// limit, making room by letting go of this writer's kept buffers that lie
+    /// farther from the reader than it (the nearest are read soonest). Runs
+    /// before the stream counts the write as done, so a part whose stream
+    /// has drained has all its buffers kept or given back.
+    private func keep(_ piece: Piece, at offset: UInt64) -> Bool {
+        guard pool.limit > 0 else { return false }
+        let end = offset + UInt64(piece.count)
+        var letGo: [UInt] = []
+        defer { for address in letGo { pool.give(UnsafeMutableRawPointer(bitPattern: address)!, size: bufferSize) } }
+        return buffers.withLock { state in
+            guard offset >= state.consumed else { return false }
+            func drop(_ start: UInt64) -> Int {
+                let old = state.kept.removeValue(forKey: start)!
+                letGo.append(old.address)
+                return bufferSize
+            }
+            // A later write of the same bytes (a part fetched again) replaces what was kept.
+            var released = 0
+            for (start, old) in state.kept where start < end && start + UInt64(old.count) > offset { released += drop(start) }
+            // The pool counts this buffer and every kept one as held.
+            let (held, _) = pool.held
+            while held - released > pool.limit {
+                guard let farthest = state.kept.keys.max(), farthest > offset else { return false }
+                released += drop(farthest)
+            }
+            state.kept[offset] = piece
+            return true
         }
     }
 

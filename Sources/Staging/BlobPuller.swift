@@ -32,6 +32,9 @@ struct BlobPuller: Sendable {
     var durability: Durability = .deferred
     /// Downloads write with O_DIRECT where the filesystem allows (`DirectWriter`).
     var directWrites = true
+    /// The direct writers' memory, shared by every file pulled at once (see
+    /// `stage`); nil: each file gets a pool of its own.
+    var directBuffers: DirectBuffers? = nil
     var freeSpace: FreeSpaceProbe = .statvfs
     /// Where verified blocks may already be in memory (the daemon's RAM tier).
     var donor: (any BlockDonor)? = nil
@@ -225,7 +228,14 @@ struct BlobPuller: Sendable {
         // Raw downloads land with O_DIRECT (see `DirectWriter`); lz4 frames
         // are decoded into memory and written through the page cache.
         let wantsDirect = directWrites && file.encoding == .raw && !parts.isEmpty
-        let writer = wantsDirect ? DirectWriter(path: partialPath, buffered: partial.descriptor) : nil
+        // Written parts wait in memory for the whole-file hash instead of
+        // being read back from disk (`DirectWriter`'s keeping) while the
+        // writers' buffers stay within the transfer budget (partSize x
+        // concurrency; Staging's pool, shared by all its pulls). Parts in
+        // flight progress side by side, so what has landed ahead of the
+        // frontier is about half of them.
+        let writerPool = directBuffers ?? Self.directBuffers(downloader)
+        let writer = wantsDirect ? DirectWriter(path: partialPath, buffered: partial.descriptor, pool: writerPool) : nil
         defer { writer?.close() }  // every download has drained by then
         if wantsDirect && writer == nil {
             logger.debug("\(partialPath): the filesystem refuses O_DIRECT; writing through the page cache")
@@ -234,22 +244,21 @@ struct BlobPuller: Sendable {
         // (see `FrontierHasher`): the blob is published only if it equals the
         // manifest's, so a manifest whose block digests contradict its
         // whole-file digest is caught before anything is served. Parts
-        // written with O_DIRECT are read back the same way, so that the
-        // check does not fill the page cache the writes kept clear.
+        // written with O_DIRECT come from the writer's kept buffers, or are
+        // read back with O_DIRECT, so that the check does not fill the page
+        // cache the writes kept clear.
         let hasher = FrontierHasher(
             partCount: downloader.partCount(size),
             ready: Set(0..<downloader.partCount(size)).subtracting(parts)
         ) { (part, body) throws(StagingError) in
             let range = downloader.range(ofPart: part, size: size)
-            if let writer {
-                do throws(ObjectStoreError) {
-                    if try writer.read(range, body) { return }
-                } catch {
-                    if case .localIO(let call, let path, let code) = error { throw .localIO(syscall: call, path: path, errno: code) }
-                    throw .localIO(syscall: "pread", path: partialPath, errno: EIO)
-                }
+            guard let writer else { return try withMapping(partial.descriptor, range, path: partialPath, body) }
+            do throws(ObjectStoreError) {
+                try writer.read(range, body)
+            } catch {
+                if case .localIO(let call, let path, let code) = error { throw .localIO(syscall: call, path: path, errno: code) }
+                throw .localIO(syscall: "pread", path: partialPath, errno: EIO)
             }
-            try withMapping(partial.descriptor, range, path: partialPath, body)
         }
         // Under `immediate` durability each verified part's writeback starts
         // at once, so the final fsync has little left to wait for. Under
@@ -323,6 +332,9 @@ struct BlobPuller: Sendable {
         // settle's job, after a marker that makes a reboot re-verify the blob.
         if bootID == nil { try partial.sync() }
         let whole = try hasher.finish()
+        if let sources = writer?.readSources {
+            logger.debug("\(model) \(file.path): whole-file hash took \(sources.memory) bytes from memory, read \(sources.disk) back")
+        }
         if let digest = file.xxh3_128, whole.description != digest {
             // Every block matched but the whole does not: the manifest contradicts itself.
             partial.discard()
@@ -340,6 +352,11 @@ struct BlobPuller: Sendable {
         }
         unlink(layout.blockMap(id))
         return Outcome(digest: whole.description, downloaded: downloaded, resumed: resumed, donated: donated, alreadyStaged: false)
+    }
+
+    /// A pool for direct writes whose limit is the transfer budget.
+    static func directBuffers(_ downloader: ParallelDownloader) -> DirectBuffers {
+        DirectBuffers(limit: Int(downloader.partSize) * downloader.concurrency)
     }
 
     static func range(ofBlock block: Int, blockSize: Int, size: UInt64) -> Range<UInt64> {

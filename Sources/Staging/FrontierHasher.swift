@@ -13,7 +13,8 @@ import Glibc
 /// every part after it that landed earlier. How a part is read is the
 /// caller's `read`: after buffered writes, where it lies in the page cache,
 /// through a read-only mapping (`withMapping`: no copy, nothing read from
-/// disk); after O_DIRECT writes, back from disk with O_DIRECT
+/// disk); after O_DIRECT writes, from the writer's kept buffers where they
+/// still wait in memory, else back from disk with O_DIRECT
 /// (`DirectWriter.read`), so the check does not fill the page cache.
 /// Workers take parts in order, so the frontier trails the download closely
 /// and the hash is done a part after the last byte lands.

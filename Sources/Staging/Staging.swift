@@ -20,7 +20,8 @@ public struct Staging: Sendable {
         layout = StagingLayout(root: directory)
         puller = BlobPuller(
             layout: layout, downloader: downloader, budget: budget, logger: logger, evictions: EvictionCounter(),
-            durability: durability, directWrites: directWrites)
+            durability: durability, directWrites: directWrites,
+            directBuffers: BlobPuller.directBuffers(downloader))
         snapshots = SnapshotWriter(layout: layout)
     }
 

@@ -54,7 +54,9 @@ final class DirectWriterTests: XCTestCase {
     }
 
     func writer(_ file: (path: String, fd: Int32), bufferSize: Int = 64 << 10) throws -> DirectWriter {
-        guard let writer = DirectWriter(path: file.path, buffered: file.fd, bufferSize: bufferSize, maxQueued: 2, threads: 2) else {
+        guard let writer = DirectWriter(
+            path: file.path, buffered: file.fd, pool: DirectBuffers(limit: 0), bufferSize: bufferSize, maxQueued: 2, threads: 2)
+        else {
             throw XCTSkip("\(directory): this filesystem refuses O_DIRECT")
         }
         return writer
@@ -112,13 +114,77 @@ final class DirectWriterTests: XCTestCase {
         XCTAssertEqual(onDisk.count, size)
         XCTAssertTrue(onDisk.enumerated().allSatisfy { $0.element == Self.pattern(UInt64($0.offset)) })
         var readBack = Data()
-        XCTAssertTrue(try writer.read(0..<UInt64(size)) { readBack.append(contentsOf: $0) })
+        try writer.read(0..<UInt64(size)) { readBack.append(contentsOf: $0) }
         XCTAssertTrue(readBack == onDisk)
         var tail = Data()
-        XCTAssertTrue(try writer.read(UInt64(size - 1234 - chunk)..<UInt64(size)) { tail.append(contentsOf: $0) })
+        try writer.read(UInt64(size - 1234 - chunk)..<UInt64(size)) { tail.append(contentsOf: $0) }
         XCTAssertTrue(tail == onDisk.suffix(1234 + chunk))
-        // An unaligned start is not O_DIRECT's to read: the caller reads it its own way.
-        XCTAssertFalse(try writer.read(1..<100) { _ in XCTFail("read an unaligned range") })
+        // An unaligned start is not O_DIRECT's to read: it comes through the page cache.
+        var odd = Data()
+        try writer.read(1..<100) { odd.append(contentsOf: $0) }
+        XCTAssertTrue(odd == onDisk[1..<100])
+        // This writer keeps nothing: every byte came back from disk.
+        XCTAssertEqual(writer.readSources.memory, 0)
+        XCTAssertEqual(writer.readSources.disk, UInt64(size + 1234 + chunk + 99))
+    }
+
+    /// Writes `pieces` (offsets, `chunk` bytes each) through one stream, in
+    /// that order, with `bytes(offset)` as their content, and waits for them.
+    func write(
+        _ writer: DirectWriter, pieces: [Int], chunk: Int, bytes: (UInt64) -> UInt8 = DirectWriterTests.pattern
+    ) async {
+        let stream = writer.makeStream(observer: nil, progress: nil)
+        for offset in pieces {
+            let buffer = writer.take()
+            for i in 0..<chunk { buffer[i] = bytes(UInt64(offset + i)) }
+            writer.submit(stream, buffer, count: chunk, at: UInt64(offset))
+        }
+        let (landed, failure) = await drained(writer, stream)
+        XCTAssertEqual(landed, UInt64(pieces.count * chunk))
+        XCTAssertNil(failure)
+    }
+
+    func testKeptBuffersAreReadFromMemoryNearestFirst() async throws {
+        let chunk = 64 << 10
+        let file = try makeFile(size: 6 * chunk)
+        defer { close(file.fd) }
+        // Room for two buffers: the one just written and one kept.
+        let pool = DirectBuffers(limit: 2 * chunk)
+        guard let writer = DirectWriter(
+            path: file.path, buffered: file.fd, pool: pool, bufferSize: chunk, maxQueued: 2, threads: 2)
+        else { throw XCTSkip("\(directory): this filesystem refuses O_DIRECT") }
+        defer { writer.close() }
+
+        // One piece at a time, so that the pool holds only kept buffers and
+        // the one being written. Piece 0 first lands as garbage, then again
+        // as it should be (a part fetched again): the later write is kept.
+        // Piece 3 is kept, then let go for piece 1, which is nearer the
+        // reader; piece 2, farther than the kept ones, is not kept.
+        await write(writer, pieces: [0], chunk: chunk) { _ in 0xEE }
+        for piece in [3, 0, 1, 2] { await write(writer, pieces: [piece * chunk], chunk: chunk) }
+        XCTAssertEqual(pool.held.now, 2 * chunk, "pieces 0 and 1 kept")
+
+        var bytes = Data()
+        try writer.read(0..<UInt64(4 * chunk)) { bytes.append(contentsOf: $0) }
+        XCTAssertTrue(bytes.enumerated().allSatisfy { $0.element == Self.pattern(UInt64($0.offset)) })
+        XCTAssertEqual(writer.readSources.memory, UInt64(2 * chunk), "pieces 0 and 1 from memory")
+        XCTAssertEqual(writer.readSources.disk, UInt64(2 * chunk), "pieces 2 and 3 read back")
+        XCTAssertEqual(pool.held.now, 0, "every buffer given back")
+
+        // Below what has been read nothing is kept any more; past it, again.
+        await write(writer, pieces: [chunk], chunk: chunk)
+        await write(writer, pieces: [4 * chunk], chunk: chunk)
+        XCTAssertEqual(pool.held.now, chunk)
+        var more = Data()
+        try writer.read(UInt64(4 * chunk)..<UInt64(5 * chunk)) { more.append(contentsOf: $0) }
+        XCTAssertTrue(more.enumerated().allSatisfy { $0.element == Self.pattern(UInt64(4 * chunk + $0.offset)) })
+        XCTAssertEqual(writer.readSources.memory, UInt64(3 * chunk))
+        XCTAssertEqual(writer.readSources.disk, UInt64(2 * chunk))
+        XCTAssertEqual(pool.held.now, 0)
+
+        // What was taken from memory is what the disk holds.
+        let onDisk = try Data(contentsOf: URL(fileURLWithPath: file.path))
+        XCTAssertTrue(onDisk.prefix(5 * chunk).enumerated().allSatisfy { $0.element == Self.pattern(UInt64($0.offset)) })
     }
 
     func testAFailedWriteEndsItsStreamWithAPrefixOnDisk() async throws {
