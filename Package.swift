@@ -64,7 +64,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The RAM tier: arena, eviction policies, verified block reads.
-        .target(name: "BlockCache", dependencies: ["Integrity"]),
+        .target(name: "BlockCache", dependencies: ["Integrity", "CFileSystem"]),
         // The socket protocol: messages and framing, pure.
         .target(name: "Wire"),
         // Local stream sockets: listen, accept, fd passing, peer credentials.

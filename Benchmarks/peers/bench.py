@@ -650,6 +650,11 @@ def main():
                 for via in WARM_PATHS:
                     if cond == "cold":
                         daemon.stop()
+                        # An empty RAM tier, as the condition says: the daemon saves the blocks it holds on drain
+                        # (the warm set) and a fresh one loads them back from disk in the background, which ran
+                        # during the timed loads until 2026-12-04 (every row, the direct one too).
+                        if os.path.exists(os.path.join(WARM_STAGING, "warm-set.json")):
+                            os.unlink(os.path.join(WARM_STAGING, "warm-set.json"))
                         drop_caches()
                         daemon = Daemon(WARM_STAGING)
                     else:

@@ -119,6 +119,50 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertFalse(cache.isResident(blob: "rotten", block: 3))
     }
 
+    /// Fraction of `path`'s pages in the page cache (mincore).
+    func residentFraction(_ path: String) throws -> Double {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw POSIXError(.ENOENT) }
+        defer { close(fd) }
+        let size = Int(lseek(fd, 0, SEEK_END))
+        guard let address = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), address != MAP_FAILED else { throw POSIXError(.ENOMEM) }
+        defer { munmap(address, size) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var vector = [UInt8](repeating: 0, count: (size + page - 1) / page)
+        XCTAssertEqual(mincore(address, size, &vector), 0)
+        return Double(vector.filter { $0 & 1 != 0 }.count) / Double(vector.count)
+    }
+
+    /// Blocks of a staged blob go from the disk straight into the arena with
+    /// O_DIRECT: the page cache does not hold the same bytes a second time.
+    /// The exact bytes either way, an unaligned tail included; a file that
+    /// ends early is caught as before.
+    func testBlocksLoadFromNVMeWithoutThePageCache() throws {
+        let blockSize = 1 << 20
+        let (source, bytes) = try makeBlob("direct", size: 8 * blockSize + 4321, blockSize: blockSize)
+        let fd = open(source.path!, O_RDONLY)
+        XCTAssertEqual(fsync(fd), 0)
+        XCTAssertEqual(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0)
+        close(fd)
+        guard try residentFraction(source.path!) < 0.05 else { throw XCTSkip("the page cache kept the file after DONTNEED") }
+
+        let cache = try BlockCache(budgetBytes: UInt64(16 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 0)
+        XCTAssertEqual(try cache.read(source, range: 0..<source.size), bytes)
+        XCTAssertEqual(cache.statistics.misses, 9)
+        let resident = try residentFraction(source.path!)
+        XCTAssertLessThan(resident, 0.05, "the blob went through the page cache (\(resident) resident)")
+
+        // Cut short behind the cache's back: the last blocks are missing, not served.
+        XCTAssertEqual(truncate(source.path!, off_t(6 * blockSize + 100)), 0)
+        let fresh = try BlockCache(budgetBytes: UInt64(16 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 0)
+        XCTAssertEqual(try fresh.read(source, range: 0..<UInt64(6 * blockSize)), Array(bytes[0..<6 * blockSize]))
+        XCTAssertThrowsError(try fresh.read(source, range: UInt64(6 * blockSize)..<UInt64(6 * blockSize + 10))) { error in
+            guard case .integrity(_, let block, _, let actual) = error as? CacheError else { return XCTFail("\(error)") }
+            XCTAssertEqual(block, 6)
+            XCTAssertTrue(actual.contains("100 of \(blockSize) bytes"), actual)
+        }
+    }
+
     /// A blob not staged yet: blocks come from its remote fetch, are checked
     /// like staged ones, counted as bytes from the store, and a bad remote
     /// block is refused without blaming (quarantining) anything on NVMe.
