@@ -3,12 +3,17 @@
 # random_file, push_model, stop_on_exit, start_far_proxy, run_interleaved (fills secs[tool] and
 # rss[tool]), print_table.
 
-bin=$repo/.build-release/release/weightcache
+# The binary as it is shipped (deploy/README.md, the Dockerfile): release, with
+# the Swift runtime and Foundation linked in. After a page-cache drop (as
+# before every cold run) `weightcache --help` took 0.16-0.21 s dynamically
+# linked, loading 50-odd shared libraries from disk, and 0.10-0.12 s static
+# (0.02 s either way when cached): the benchmarks measure what ships.
+bin=$repo/.build-static/release/weightcache
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 
 build_release() {
-  log "building release binary (swift build -c release --scratch-path .build-release)"
-  swift build -c release --scratch-path "$repo/.build-release" --product weightcache >&2
+  log "building release binary (swift build -c release --static-swift-stdlib --scratch-path .build-static)"
+  swift build -c release --static-swift-stdlib --scratch-path "$repo/.build-static" --product weightcache >&2
 }
 
 # PIDs that stop_on_exit asked to be killed when the script exits, before the server stops.

@@ -73,12 +73,19 @@ def fail(msg):
 
 # ---------------------------------------------------------------- processes
 
+GNU_TIME = "/usr/bin/time"  # Debian's `time` package; run.sh installs it if missing
+
+
 def timed(argv, env=None, log_to=None):
     """Runs argv; returns (wall seconds, peak RSS KiB, CPU s, stdout). Fails the benchmark on a non-zero exit."""
-    out_path = os.path.join(WORK, "cmd.out")
+    out_path, rss_path = os.path.join(WORK, "cmd.out"), os.path.join(WORK, "cmd.rss")
+    # The peak RSS comes from GNU time, the tool's parent, not from wait4 here: a child forked from this process
+    # starts with its memory (100 MiB and more, with numpy and matplotlib in), and Linux keeps that high-water
+    # mark across the exec, so every small tool would have read as large as this script. CPU and wall time from
+    # wait4 (time's own are negligible, and its child's CPU is counted when it waits).
     with open(out_path, "wb") as out, open(log_to or os.path.join(WORK, "cmd.err"), "wb") as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        p = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss_path, *argv], env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(p.pid, 0)
         seconds = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -86,7 +93,8 @@ def timed(argv, env=None, log_to=None):
     if p.returncode != 0:
         errtext = open(log_to or os.path.join(WORK, "cmd.err"), errors="replace").read()[-3000:]
         fail(f"{shlex.join(argv)} exited {p.returncode}\n{errtext}\n{stdout[-2000:]}")
-    return seconds, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, stdout
+    kib = int(open(rss_path).read().split()[-1])
+    return seconds, kib, usage.ru_utime + usage.ru_stime, stdout
 
 
 def server_cpu():
@@ -534,6 +542,10 @@ def versions():
     v["swift"] = out(["swift", "--version"])
     with open(BIN, "rb") as f:
         v["weightcache binary sha256"] = hashlib.sha256(f.read()).hexdigest()
+    # Shipped binaries carry the Swift runtime (--static-swift-stdlib); a dynamic one loads ~50 libraries at start.
+    libs = subprocess.run(["ldd", BIN], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    v["weightcache binary linking"] = ("Swift runtime dynamic (not as shipped)" if "libswiftCore" in libs
+                                       else "Swift runtime static (--static-swift-stdlib, as shipped)")
     return v
 
 

@@ -29,7 +29,7 @@
 #   PEERS="weightcache-pull weightcache-pull-buffered weightcache-preload aws boto3 rclone runai curl"
 #                     the cold-pull rows to run (SMOKE default: all but runai)
 #   SECTIONS="cold warm ttft"   which parts to run (memory comes with preload)
-#   WEIGHTCACHE_BIN   use this binary instead of building .build-release
+#   WEIGHTCACHE_BIN   use this binary instead of building .build-static (see lib.sh)
 #   PEERS_VENV        the Python venv for the peers (default Benchmarks/peers/.venv;
 #                     created and filled from requirements*.txt when missing)
 #   RESULTS_DIR       where results.{json,md,png} go (default Benchmarks/peers;
@@ -110,6 +110,12 @@ if has rclone && ! command -v rclone >/dev/null 2>&1; then
     || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone >&2; }
 fi
 command -v curl >/dev/null 2>&1 || { echo "curl is needed" >&2; exit 1; }
+# GNU time measures each tool's peak RSS (bench.py, timed: why not wait4 alone).
+if [ ! -x /usr/bin/time ]; then
+  log "/usr/bin/time not found; installing the Debian package time"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >&2; }
+fi
 venv=${PEERS_VENV:-$here/.venv}
 [ -x "$venv/bin/python" ] || { log "creating the venv $venv"; python3 -m venv "$venv"; }
 py=$venv/bin/python
