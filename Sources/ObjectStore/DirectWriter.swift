@@ -39,7 +39,7 @@ import Glibc
 /// Keeping: a pull reads every part back once, in order, for the whole-file
 /// hash (`read`). Read from disk, that doubled the disk's work and was most
 /// of the gap between a verified pull and one with no whole-file check
-/// (3.2-6.1 s against 2.4-2.7 s for 2 GiB, docs/performance.md). So written
+/// (3.2-6.1 s against 2.4-2.7 s for 2 GiB, docs/performance-history.md). So written
 /// buffers ahead of the reader are held back from reuse while the shared
 /// `DirectBuffers` stay within their limit, and `read` takes them from
 /// memory; only what did not fit is read back. They are the very bytes the
