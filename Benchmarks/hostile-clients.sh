@@ -13,7 +13,7 @@ cd "$repo"
 . "$repo/Benchmarks/lib.sh"
 runs=${RUNS:-3}
 
-swift build -c release --scratch-path "$repo/.build-release" --product weightcache >&2
+build_release  # weightcache as shipped, into $bin (lib.sh)
 swift build -c release --scratch-path "$repo/.build-release" --product hostile-bench >&2
 start_server
 mkdir -p "$work/model"

@@ -22,7 +22,7 @@ runs=${RUNS:-5}
 size_mib=${SIZE_MIB:-1024}
 
 log "building release binaries (weightcache, socket-bench)"
-swift build -c release --scratch-path "$repo/.build-release" --product weightcache >&2
+build_release  # weightcache as shipped, into $bin (lib.sh)
 swift build -c release --scratch-path "$repo/.build-release" --product socket-bench >&2
 start_server
 

@@ -392,8 +392,7 @@ def cpu_bound(runs):
     server CPU-seconds cannot take less than (C + S) / cores seconds however well it overlaps its work. Per run:
     that rate (MiB/s with every core busy for the whole run) and the share of the cores the run kept busy."""
     cores = os.cpu_count()
-    cpu = [r.get("cpu_s", r.get("cpu_s_cli", 0)) + r.get("server_cpu_s", 0) for r in runs]
-    spread = lambda xs: dict(median=statistics.median(xs), min=min(xs), max=max(xs))
+    cpu = [r["cpu_s"] + r["server_cpu_s"] for r in runs]  # every cold run records both (preload: daemon + CLI)
     return dict(cpu_s=spread(cpu), mib_s=spread([r["bytes"] / MIB * cores / max(c, 1e-9) for r, c in zip(runs, cpu)]),
                 cores_busy=spread([c / cores / r["seconds"] for r, c in zip(runs, cpu)]))
 
@@ -513,9 +512,12 @@ def ttft_run(mode):
 
 # ---------------------------------------------------------------- statistics
 
-def summarize(runs, key="seconds"):
-    xs = [r[key] for r in runs]
+def spread(xs):
     return dict(median=statistics.median(xs), min=min(xs), max=max(xs))
+
+
+def summarize(runs, key="seconds"):
+    return spread([r[key] for r in runs])
 
 
 def versions():
@@ -662,7 +664,7 @@ def main():
     # 4. memory (from the preload runs) --------------------------------------
     if cold.get("weightcache-preload"):
         hwm = [r["daemon_vmhwm_mib"] for r in cold["weightcache-preload"]]
-        res["memory"] = dict(daemon_vmhwm_mib=dict(median=statistics.median(hwm), min=min(hwm), max=max(hwm)),
+        res["memory"] = dict(daemon_vmhwm_mib=spread(hwm),
                              model_mib=MODEL_BYTES / MIB, transfer_budget_mib=TRANSFER_BUDGET_MIB,
                              target_mib=TRANSFER_BUDGET_MIB + 64,
                              runs=hwm)

@@ -115,6 +115,7 @@ if [ ! -x /usr/bin/time ]; then
   log "/usr/bin/time not found; installing the Debian package time"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >&2 \
     || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >&2; }
+  [ -x /usr/bin/time ] || { echo "GNU time (/usr/bin/time, Debian package time) is needed and could not be installed" >&2; exit 1; }
 fi
 venv=${PEERS_VENV:-$here/.venv}
 [ -x "$venv/bin/python" ] || { log "creating the venv $venv"; python3 -m venv "$venv"; }
