@@ -33,7 +33,9 @@ final class Arena: @unchecked Sendable {
     /// The whole mapping, `base` rounded down to its start.
     private let mapping: (start: UnsafeMutableRawPointer, length: Int)
 
-    init(budgetBytes: UInt64, blockSize: Int) throws(CacheError) {
+    /// `hugePages`: advise the kernel to back the arena with huge pages
+    /// (`ramCache.pages`: `huge`); false leaves it on 4 KiB pages (`small`).
+    init(budgetBytes: UInt64, blockSize: Int, hugePages: Bool = true) throws(CacheError) {
         let slots = Int(budgetBytes / UInt64(blockSize))
         guard slots > 0 else { throw .configuration("ramCache.budgetBytes is smaller than one block (\(blockSize) bytes)") }
         let size = slots * blockSize
@@ -53,8 +55,9 @@ final class Arena: @unchecked Sendable {
         let misalignment = Int(bitPattern: memory) % Self.hugePage
         let base = memory + (misalignment == 0 ? 0 : Self.hugePage - misalignment)
         // Only advice: without transparent huge pages the arena works the same
-        // on 4 KiB pages.
-        _ = madvise(base, size, MADV_HUGEPAGE)
+        // on 4 KiB pages. MADV_NOHUGEPAGE for `small`, so that THP `always`
+        // does not give it huge pages anyway.
+        _ = madvise(base, size, hugePages ? MADV_HUGEPAGE : MADV_NOHUGEPAGE)
         self.blockSize = blockSize
         self.slots = slots
         self.base = base

@@ -142,8 +142,9 @@ public final class BlockCache: @unchecked Sendable {
     /// (the owner quarantines the blob); it runs outside the cache's lock.
     /// `readAheadBlocks` caps the read-ahead window (0: no read-ahead).
     /// `remoteReadAhead`: how read-ahead fetches blocks from the store.
+    /// `hugePages`: ask for transparent huge pages for the arena (see `Arena`).
     public init(
-        budgetBytes: UInt64, blockSize: Int, policy: PolicyKind, readAheadBlocks: Int = 32,
+        budgetBytes: UInt64, blockSize: Int, policy: PolicyKind, readAheadBlocks: Int = 32, hugePages: Bool = true,
         remoteReadAhead: RemoteReadAhead = RemoteReadAhead(),
         onCorruptBlob: @escaping @Sendable (String, Int) -> Void = { _, _ in }
     ) throws(CacheError) {
@@ -153,7 +154,7 @@ public final class BlockCache: @unchecked Sendable {
         prefetcher = SequentialPrefetcher(initialWindow: min(2, max(1, readAheadBlocks)), maxWindow: max(1, readAheadBlocks))
         // Half the block read-ahead window, in bytes of following tensors.
         tensorPrefetcher = TensorPrefetcher(budgetBytes: UInt64(max(1, readAheadBlocks / 2)) * UInt64(blockSize))
-        arena = try Arena(budgetBytes: budgetBytes, blockSize: blockSize)
+        arena = try Arena(budgetBytes: budgetBytes, blockSize: blockSize, hugePages: hugePages)
         self.blockSize = blockSize
         self.policy = policy.make(slots: arena.slots)
         self.onCorruptBlob = onCorruptBlob

@@ -48,7 +48,8 @@ extension Configuration {
                 "blockSize": "\(ByteSize.format(ramCache.blockSize))",
                 "policy": \(quote(ramCache.policy)),
                 "readAheadBlocks": \(ramCache.readAheadBlocks),
-                "lockBytes": "\(ByteSize.format(ramCache.lockBytes))"
+                "lockBytes": "\(ByteSize.format(ramCache.lockBytes))",
+                "pages": \(quote(ramCache.pages))
               },
               "s3": {
                 "endpoint": \(quote(s3.endpoint)),

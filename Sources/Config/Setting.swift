@@ -227,6 +227,7 @@ extension Setting {
         .string("ramCache.policy", \.ramCache.policy) { ["lru", "s3-fifo"].contains($0) ? nil : "expected one of: lru, s3-fifo" },
         .integer("ramCache.readAheadBlocks", \.ramCache.readAheadBlocks, 0...256),
         .bytes("ramCache.lockBytes", \.ramCache.lockBytes),
+        .string("ramCache.pages", \.ramCache.pages) { ["huge", "small"].contains($0) ? nil : "expected one of: huge, small" },
         .optional("s3.endpoint", \.s3.endpoint, aliases: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"], check: endpointProblem),
         .string("s3.region", \.s3.region, aliases: ["AWS_DEFAULT_REGION", "AWS_REGION"]),
         .addressing("s3.addressing"),

@@ -48,7 +48,7 @@ struct Serve: AsyncParsableCommand {
         let quarantineLogger = logger
         let cache = try BlockCache(
             budgetBytes: config.ramCache.budgetBytes, blockSize: Int(config.ramCache.blockSize), policy: policy,
-            readAheadBlocks: config.ramCache.readAheadBlocks,
+            readAheadBlocks: config.ramCache.readAheadBlocks, hugePages: config.ramCache.pages == "huge",
             // Half the store connections for read-ahead, leaving the rest to
             // the reads themselves; one part's worth of blocks per request.
             remoteReadAhead: RemoteReadAhead(

@@ -37,11 +37,41 @@ final class ArenaTests: XCTestCase {
         XCTAssertLessThan(filled - created, 48 << 20)
     }
 
+    /// Where the kernel has transparent huge pages for madvised memory, a
+    /// `huge` arena's filled slots are backed by them (the reason for the
+    /// arena's kind of memory), and a `small` one's are not. Skipped where THP
+    /// is off; a kernel that finds no free huge page falls back to 4 KiB pages,
+    /// so the huge case asks for some of the filled bytes, not all.
+    func testHugeArenaGetsHugePagesAndSmallDoesNot() throws {
+        let thp = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)) ?? ""
+        try XCTSkipUnless(thp.contains("[madvise]") || thp.contains("[always]"), "transparent huge pages are off here: \(thp)")
+        let blockSize = 4 << 20
+        for huge in [true, false] {
+            let before = try anonHugeBytes()
+            let arena = try Arena(budgetBytes: UInt64(16 * blockSize), blockSize: blockSize, hugePages: huge)
+            for index in 0..<arena.slots { arena.slot(index).initializeMemory(as: UInt8.self, repeating: 1) }
+            let gained = try anonHugeBytes() - before
+            if huge {
+                XCTAssertGreaterThan(gained, 0, "64 MiB filled in a huge arena, none of it in huge pages")
+            } else {
+                XCTAssertEqual(gained, 0, "a small arena got huge pages")
+            }
+        }
+    }
+
     /// A budget below one block is a configuration error, not an empty arena.
     func testBudgetBelowOneBlockIsRejected() {
         XCTAssertThrowsError(try Arena(budgetBytes: 1 << 20, blockSize: 4 << 20)) { error in
             guard case CacheError.configuration = error else { return XCTFail("\(error)") }
         }
+    }
+
+    private func anonHugeBytes() throws -> Int {
+        let rollup = try String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8)
+        guard let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("AnonHugePages:") }),
+            let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+        else { throw CocoaError(.fileReadCorruptFile) }
+        return kib * 1024
     }
 
     private func residentBytes() throws -> Int {

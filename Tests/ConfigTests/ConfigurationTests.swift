@@ -121,6 +121,17 @@ final class ConfigurationTests: XCTestCase {
             mentioning: ["--set", "huge"])
     }
 
+    /// The RAM arena's pages: huge by default, small on request, nothing else.
+    func testRAMCachePages() throws {
+        XCTAssertEqual(try loader().load(file: nil).ramCache.pages, "huge")
+        XCTAssertEqual(try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "small"]).load(file: nil).ramCache.pages, "small")
+        let path = try write(#"{"ramCache": {"pages": "small"}}"#)
+        XCTAssertEqual(try loader().load(file: path).ramCache.pages, "small")
+        expectError(
+            { _ = try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "2MiB"]).load(file: nil) }, key: "ramCache.pages",
+            mentioning: ["WEIGHTCACHE_RAM_CACHE_PAGES", "huge, small"])
+    }
+
     func testCredentialsFromEnvironmentAndSharedFile() throws {
         let fromEnvironment = try loader([
             "AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "SECRET", "AWS_SESSION_TOKEN": "TOKEN",
