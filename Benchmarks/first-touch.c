@@ -1,7 +1,7 @@
 // first-touch: what filling fresh memory costs, for the RAM tier's arena.
-// Fills 256 MiB of a new mapping in 4 MiB blocks by memcpy (as a block load
-// does), then fills it again (the same copy into backed memory), and prints
-// both times. MODE: 0 a file in /dev/shm (the arena until 2026-12-04),
+// Fills SIZE_MIB (default 256) of a new mapping in 4 MiB blocks by memcpy (as
+// a block load does), then fills it again (the same copy into backed memory),
+// and prints both times. MODE: 0 a file in /dev/shm (the arena until 2026-12-04),
 // 1 the same with MADV_POPULATE_WRITE before each block, 2 anonymous memory
 // in 4 KiB pages, 3 the same with MADV_POPULATE_WRITE, 4 anonymous memory
 // with MADV_HUGEPAGE (the arena since), 2 MiB aligned.
@@ -25,11 +25,13 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    const size_t size = 256 << 20, block = 4 << 20, huge = 2 << 20;
+    const size_t block = 4 << 20, huge = 2 << 20;
+    const size_t mib = argc > 2 ? strtoul(argv[2], NULL, 10) : 256;
+    const size_t size = (mib < 4 ? 4 : mib & ~3UL) << 20;
     const char *names[] = {"shm", "shm+populate", "anon4k", "anon4k+populate", "anonTHP"};
     int mode = argc > 1 ? atoi(argv[1]) : -1;
     if (mode < 0 || mode > 4) {
-        fprintf(stderr, "usage: first-touch MODE (0-4)\n");
+        fprintf(stderr, "usage: first-touch MODE (0-4) [SIZE_MIB]\n");
         return 2;
     }
     char *source = malloc(block);
@@ -55,6 +57,6 @@ int main(int argc, char **argv) {
     double first = now() - start;
     start = now();
     for (size_t offset = 0; offset < size; offset += block) memcpy(memory + offset, source, block);
-    printf("%-16s first fill %7.1f ms   refill %6.1f ms   (256 MiB)\n", names[mode], first * 1000, (now() - start) * 1000);
+    printf("%-16s first fill %7.1f ms   refill %6.1f ms   (%zu MiB)\n", names[mode], first * 1000, (now() - start) * 1000, size >> 20);
     return 0;
 }

@@ -8,11 +8,12 @@
 # memory makes the next first touch dearer). No server, no weightcache build:
 # a C compiler only. Writes results/first-touch-<UTC>.txt.
 #
-#   ROUNDS=3 IDLE=30 Benchmarks/first-touch.sh
+#   ROUNDS=3 IDLE=30 SIZE_MIB=256 Benchmarks/first-touch.sh
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 rounds=${ROUNDS:-3}
 idle=${IDLE:-30}
+size=${SIZE_MIB:-256}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -o "$work/first-touch" "$here/first-touch.c"
@@ -26,12 +27,12 @@ mkdir -p "$here/results"
   echo "# free page reporting order: $(cat /sys/module/page_reporting/parameters/page_reporting_order 2>/dev/null || echo none)"
   echo "## back to back, $rounds rounds"
   for _ in $(seq "$rounds"); do
-    for mode in 0 1 2 3 4; do "$work/first-touch" "$mode"; done
+    for mode in 0 1 2 3 4; do "$work/first-touch" "$mode" "$size"; done
   done
   echo "## each after ${idle} s idle"
   for mode in 4 2 0 3 1; do
     sleep "$idle"
-    "$work/first-touch" "$mode"
+    "$work/first-touch" "$mode" "$size"
   done
 } | tee "$out"
 echo "wrote $out"

@@ -8,24 +8,23 @@ import Glibc
 /// `slots` blocks of `blockSize` bytes. Pages are only backed once touched.
 /// Owns the mapping; all access goes through `slot(_:)`.
 ///
-/// Anonymous memory advised for huge pages (MADV_HUGEPAGE), not a shared
-/// /dev/shm file as at first, because the first touch of each page is what a
-/// cold read pays to land its blocks: with huge pages that is one fault per
-/// 2 MiB instead of one per 4 KiB. Shared memory gets huge pages only where
-/// the operator turned on `transparent_hugepage/shmem_enabled` (off by
-/// default); anonymous memory wherever `transparent_hugepage/enabled` is
-/// `madvise` or `always` (the distributions' defaults; `never` turns this
-/// off, and the arena works the same on 4 KiB pages). First fill of 256 MiB
-/// of fresh memory on the 16-core GPU node (2026-12-04, `ft.c` in
-/// docs/performance.md): /dev/shm 149–226 ms, anonymous 4 KiB pages
-/// 131–182, huge pages 59–72, also after 20 s idle. On the 2-core dev VM,
-/// whose host takes back memory left free for seconds, huge pages were
-/// 4–5x cheaper than /dev/shm right after memory was freed and dearer after
-/// 30 s idle (the host backs them again). The shared file's one purpose was
-/// to hand the arena's descriptor to clients someday; a client mapping the
-/// arena could read every model in it, whatever `access` allows, so it was
-/// never going to be the zero-copy path (`open` passes a staged file's
-/// descriptor instead).
+/// Anonymous memory, not a shared /dev/shm file as at first, because the
+/// first touch of each page is what a cold read pays to land its blocks, and
+/// a fault on shared memory costs more (a page-cache insert, accounting, a
+/// dirty-page check): in a fresh daemon's cold read-through those faults were
+/// nearly half of its CPU (perf, 2026-12-04). First fill of 2 GiB
+/// (`Benchmarks/first-touch.sh`): on the 16-core GPU node 1.08–1.29 s in
+/// anonymous 4 KiB pages against 1.33–1.61 in /dev/shm, on the 2-core dev VM
+/// 0.98–1.30 against 1.43–1.60. The shared file's one purpose was to hand
+/// the arena's descriptor to clients someday; a client mapping the arena
+/// could read every model in it, whatever `access` allows, so it was never
+/// going to be the zero-copy path (`open` passes a staged file's descriptor).
+///
+/// Huge pages (`ramCache.pages: huge`, MADV_HUGEPAGE) make a fill one fault
+/// per 2 MiB. Where the host backs guest memory promptly they halve its cost
+/// (GPU node, 2 GiB: 0.52–0.62 s, idle or not); where it takes free memory
+/// back and is slow to return it they multiply it (dev VM: 2.1–5.3 s). Not
+/// the default, then: the operator measures and opts in.
 final class Arena: @unchecked Sendable {
     let blockSize: Int
     let slots: Int
@@ -35,7 +34,7 @@ final class Arena: @unchecked Sendable {
 
     /// `hugePages`: advise the kernel to back the arena with huge pages
     /// (`ramCache.pages`: `huge`); false leaves it on 4 KiB pages (`small`).
-    init(budgetBytes: UInt64, blockSize: Int, hugePages: Bool = true) throws(CacheError) {
+    init(budgetBytes: UInt64, blockSize: Int, hugePages: Bool = false) throws(CacheError) {
         let slots = Int(budgetBytes / UInt64(blockSize))
         guard slots > 0 else { throw .configuration("ramCache.budgetBytes is smaller than one block (\(blockSize) bytes)") }
         let size = slots * blockSize
@@ -56,7 +55,7 @@ final class Arena: @unchecked Sendable {
         let base = memory + (misalignment == 0 ? 0 : Self.hugePage - misalignment)
         // Only advice: without transparent huge pages the arena works the same
         // on 4 KiB pages. MADV_NOHUGEPAGE for `small`, so that THP `always`
-        // does not give it huge pages anyway.
+        // does not give it huge pages behind the setting's back.
         _ = madvise(base, size, hugePages ? MADV_HUGEPAGE : MADV_NOHUGEPAGE)
         self.blockSize = blockSize
         self.slots = slots

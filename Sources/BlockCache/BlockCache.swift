@@ -144,7 +144,7 @@ public final class BlockCache: @unchecked Sendable {
     /// `remoteReadAhead`: how read-ahead fetches blocks from the store.
     /// `hugePages`: ask for transparent huge pages for the arena (see `Arena`).
     public init(
-        budgetBytes: UInt64, blockSize: Int, policy: PolicyKind, readAheadBlocks: Int = 32, hugePages: Bool = true,
+        budgetBytes: UInt64, blockSize: Int, policy: PolicyKind, readAheadBlocks: Int = 32, hugePages: Bool = false,
         remoteReadAhead: RemoteReadAhead = RemoteReadAhead(),
         onCorruptBlob: @escaping @Sendable (String, Int) -> Void = { _, _ in }
     ) throws(CacheError) {

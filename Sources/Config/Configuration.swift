@@ -47,9 +47,9 @@ public struct Configuration: Sendable, Equatable {
         /// Most bytes of pinned models' staged files the daemon maps and
         /// locks in memory (mlock) for clients that mmap them; 0: none.
         public var lockBytes: UInt64 = 0
-        /// The arena's pages: "huge" (transparent huge pages where the
-        /// kernel allows) or "small" (4 KiB pages only).
-        public var pages = "huge"
+        /// The arena's pages: "small" (4 KiB pages only) or "huge"
+        /// (transparent huge pages where the kernel allows).
+        public var pages = "small"
     }
 
     public enum Addressing: String, Sendable, Equatable, CaseIterable {

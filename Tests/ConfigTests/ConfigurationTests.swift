@@ -121,12 +121,12 @@ final class ConfigurationTests: XCTestCase {
             mentioning: ["--set", "huge"])
     }
 
-    /// The RAM arena's pages: huge by default, small on request, nothing else.
+    /// The RAM arena's pages: small by default, huge on request, nothing else.
     func testRAMCachePages() throws {
-        XCTAssertEqual(try loader().load(file: nil).ramCache.pages, "huge")
-        XCTAssertEqual(try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "small"]).load(file: nil).ramCache.pages, "small")
-        let path = try write(#"{"ramCache": {"pages": "small"}}"#)
-        XCTAssertEqual(try loader().load(file: path).ramCache.pages, "small")
+        XCTAssertEqual(try loader().load(file: nil).ramCache.pages, "small")
+        XCTAssertEqual(try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "huge"]).load(file: nil).ramCache.pages, "huge")
+        let path = try write(#"{"ramCache": {"pages": "huge"}}"#)
+        XCTAssertEqual(try loader().load(file: path).ramCache.pages, "huge")
         expectError(
             { _ = try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "2MiB"]).load(file: nil) }, key: "ramCache.pages",
             mentioning: ["WEIGHTCACHE_RAM_CACHE_PAGES", "huge, small"])
