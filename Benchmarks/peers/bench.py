@@ -615,6 +615,8 @@ def main():
                    objects=f"s3://{BUCKET}/{PREFIX}/", generator=E.get("PEERS_MAKE_MODEL", "")),
         cache_policy=cache_policy(),
         transfer_budget_mib=TRANSFER_BUDGET_MIB, weightcache_transfer_concurrency=WC_CONCURRENCY,
+        # The RAM arena's pages, as the daemon gets them from the environment (else the default, "small").
+        weightcache_ram_cache_pages=E.get("WEIGHTCACHE_RAM_CACHE_PAGES") or "small (default)",
         store=("far: " + FAR) if FAR else "near: the server on 127.0.0.1, straight",
     )
     cold_tools = [t for t in COLD_TOOLS if t in TOOLS or (t.startswith("curl") and "curl" in TOOLS)]
@@ -793,7 +795,8 @@ def markdown(res):
              f"at `{mod['objects']}` on SeaweedFS (`{v['seaweedfs']}`), localhost.")
     L.append("")
     L.append(f"Store: {res.get('store', 'near')}. weightcache's transfer.concurrency: "
-             f"{res.get('weightcache_transfer_concurrency', 8)}.")
+             f"{res.get('weightcache_transfer_concurrency', 8)}; ramCache.pages: "
+             f"{res.get('weightcache_ram_cache_pages', 'not recorded (before 2026-12-04 16:00 UTC: /dev/shm or huge)')}.")
     L.append("")
     L.append(f"Cache policy: {res['cache_policy']}.")
     L.append("")
