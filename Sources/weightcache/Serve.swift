@@ -57,6 +57,8 @@ struct Serve: AsyncParsableCommand {
         ) { digest, block in
             _ = try? staging.quarantine(blob: digest, reason: "block \(block) failed its xxh3-64 check on the way into RAM", logger: quarantineLogger)
         }
+        logger.info(
+            "RAM tier: \(ByteSize.format(config.ramCache.budgetBytes)) arena of \(ByteSize.format(config.ramCache.blockSize)) blocks, \(Self.pages(config.ramCache.pages))")
         let node = try Node(
             staging: staging, repository: try wiring.repository(), cache: cache, logger: logger,
             lockBytes: config.ramCache.lockBytes)
@@ -85,6 +87,18 @@ struct Serve: AsyncParsableCommand {
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("stopped")
+    }
+
+    /// What the arena's pages will be, for the start-up log: `huge` only
+    /// asks, and the kernel's transparent huge page mode decides.
+    static func pages(_ setting: String) -> String {
+        guard setting == "huge" else { return "4 KiB pages (ramCache.pages: small)" }
+        let path = "/sys/kernel/mm/transparent_hugepage/enabled"
+        let mode = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let mode else { return "huge pages asked for (ramCache.pages: huge); no \(path), so 4 KiB pages" }
+        let granted = mode.contains("[madvise]") || mode.contains("[always]")
+        return "huge pages asked for (ramCache.pages: huge); transparent_hugepage/enabled is \(mode)"
+            + (granted ? "" : ", so 4 KiB pages")
     }
 
     static func group(_ name: String?) throws -> gid_t? {
