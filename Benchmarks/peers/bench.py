@@ -123,6 +123,17 @@ def quiet(argv, env=None):
     return r.stdout
 
 
+def daemon_setting(section, key):
+    """A setting as the daemons here get it (their environment, run from WORK, so no ./config.json): what
+    `weightcache config` renders, rather than this script restating the defaults."""
+    r = subprocess.run([BIN, "config"], env=wc_env(STAGING), cwd=WORK, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        fail(f"weightcache config exited {r.returncode}: {r.stderr[-2000:]}")
+    rendered = json.loads("\n".join(line for line in r.stdout.splitlines() if not line.startswith("#")))
+    return rendered[section][key]
+
+
 def drop_caches():
     subprocess.run(["sync"], check=True)
     if DROP:
@@ -615,8 +626,7 @@ def main():
                    objects=f"s3://{BUCKET}/{PREFIX}/", generator=E.get("PEERS_MAKE_MODEL", "")),
         cache_policy=cache_policy(),
         transfer_budget_mib=TRANSFER_BUDGET_MIB, weightcache_transfer_concurrency=WC_CONCURRENCY,
-        # The RAM arena's pages, as the daemon gets them from the environment (else the default, "small").
-        weightcache_ram_cache_pages=E.get("WEIGHTCACHE_RAM_CACHE_PAGES") or "small (default)",
+        weightcache_ram_cache_pages=daemon_setting("ramCache", "pages"),
         store=("far: " + FAR) if FAR else "near: the server on 127.0.0.1, straight",
     )
     cold_tools = [t for t in COLD_TOOLS if t in TOOLS or (t.startswith("curl") and "curl" in TOOLS)]

@@ -29,18 +29,20 @@ final class Arena: @unchecked Sendable {
     let blockSize: Int
     let slots: Int
     private let base: UnsafeMutableRawPointer
-    /// The whole mapping, `base` rounded down to its start.
-    private let mapping: (start: UnsafeMutableRawPointer, length: Int)
 
     /// `hugePages`: advise the kernel to back the arena with huge pages
     /// (`ramCache.pages`: `huge`); false leaves it on 4 KiB pages (`small`).
     init(budgetBytes: UInt64, blockSize: Int, hugePages: Bool = false) throws(CacheError) {
         let slots = Int(budgetBytes / UInt64(blockSize))
         guard slots > 0 else { throw .configuration("ramCache.budgetBytes is smaller than one block (\(blockSize) bytes)") }
-        let size = slots * blockSize
+        let (size, overflow) = slots.multipliedReportingOverflow(by: blockSize)
+        guard !overflow, size <= Int.max - Self.hugePage else {
+            throw .configuration("ramCache.budgetBytes (\(budgetBytes) bytes) is larger than any address space")
+        }
         // Mapped one huge page longer, so that the slots can start on a huge
         // page boundary (kernels before 6.7 do not align anonymous mappings):
-        // a 4 MiB block then covers exactly two huge pages.
+        // a 4 MiB block then covers exactly two huge pages. The slack on
+        // either side is unmapped again at once.
         let length = size + Self.hugePage
         // MAP_NORESERVE: the budget is a ceiling, not memory to set aside;
         // untouched slots cost nothing. (Under vm.overcommit_memory=2 the
@@ -51,8 +53,10 @@ final class Arena: @unchecked Sendable {
         else {
             throw .system(syscall: "mmap", path: "ramCache arena (\(size) bytes)", errno: errno)
         }
-        let misalignment = Int(bitPattern: memory) % Self.hugePage
-        let base = memory + (misalignment == 0 ? 0 : Self.hugePage - misalignment)
+        let head = (Self.hugePage - Int(bitPattern: memory) % Self.hugePage) % Self.hugePage
+        let base = memory + head
+        if head > 0 { munmap(memory, head) }
+        munmap(base + size, Self.hugePage - head)
         // Only advice: without transparent huge pages the arena works the same
         // on 4 KiB pages. MADV_NOHUGEPAGE for `small`, so that THP `always`
         // does not give it huge pages behind the setting's back.
@@ -60,11 +64,10 @@ final class Arena: @unchecked Sendable {
         self.blockSize = blockSize
         self.slots = slots
         self.base = base
-        self.mapping = (memory, length)
     }
 
     deinit {
-        munmap(mapping.start, mapping.length)
+        munmap(base, slots * blockSize)
     }
 
     /// The memory of slot `index`: valid while the arena lives; the cache's
@@ -75,4 +78,16 @@ final class Arena: @unchecked Sendable {
 
     /// The x86-64 and arm64 (4 KiB base pages) PMD size.
     private static let hugePage = 2 << 20
+}
+
+extension BlockCache {
+    /// The kernel's transparent huge page mode as its sysfs file shows it
+    /// (`always [madvise] never`), nil where there is none; and whether that
+    /// mode gives huge pages to memory advised for them (`ramCache.pages:
+    /// huge`): `madvise` or `always`.
+    public static func transparentHugePages() -> (mode: String?, advisedGetThem: Bool) {
+        let mode = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return (mode, mode.map { $0.contains("[madvise]") || $0.contains("[always]") } ?? false)
+    }
 }

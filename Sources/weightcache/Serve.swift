@@ -93,12 +93,10 @@ struct Serve: AsyncParsableCommand {
     /// asks, and the kernel's transparent huge page mode decides.
     static func pages(_ setting: String) -> String {
         guard setting == "huge" else { return "4 KiB pages (ramCache.pages: small)" }
-        let path = "/sys/kernel/mm/transparent_hugepage/enabled"
-        let mode = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let mode else { return "huge pages asked for (ramCache.pages: huge); no \(path), so 4 KiB pages" }
-        let granted = mode.contains("[madvise]") || mode.contains("[always]")
+        let thp = BlockCache.transparentHugePages()
+        guard let mode = thp.mode else { return "huge pages asked for (ramCache.pages: huge); no transparent huge pages here, so 4 KiB pages" }
         return "huge pages asked for (ramCache.pages: huge); transparent_hugepage/enabled is \(mode)"
-            + (granted ? "" : ", so 4 KiB pages")
+            + (thp.advisedGetThem ? "" : ", so 4 KiB pages")
     }
 
     static func group(_ name: String?) throws -> gid_t? {

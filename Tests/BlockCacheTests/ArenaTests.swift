@@ -43,8 +43,8 @@ final class ArenaTests: XCTestCase {
     /// is off; a kernel that finds no free huge page falls back to 4 KiB pages,
     /// so the huge case asks for some of the filled bytes, not all.
     func testHugeArenaGetsHugePagesAndSmallDoesNot() throws {
-        let thp = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)) ?? ""
-        try XCTSkipUnless(thp.contains("[madvise]") || thp.contains("[always]"), "transparent huge pages are off here: \(thp)")
+        let thp = BlockCache.transparentHugePages()
+        try XCTSkipUnless(thp.advisedGetThem, "transparent huge pages are off here: \(thp.mode ?? "none")")
         let blockSize = 4 << 20
         for huge in [true, false] {
             let before = try anonHugeBytes()
@@ -59,26 +59,31 @@ final class ArenaTests: XCTestCase {
         }
     }
 
-    /// A budget below one block is a configuration error, not an empty arena.
-    func testBudgetBelowOneBlockIsRejected() {
+    /// A budget below one block is a configuration error, not an empty arena;
+    /// one beyond any address space too (the byte count would overflow); one
+    /// the kernel will not map is its typed mmap error, not a crash.
+    func testImpossibleBudgetsAreTypedErrors() {
         XCTAssertThrowsError(try Arena(budgetBytes: 1 << 20, blockSize: 4 << 20)) { error in
             guard case CacheError.configuration = error else { return XCTFail("\(error)") }
         }
+        XCTAssertThrowsError(try Arena(budgetBytes: .max, blockSize: 64 << 10)) { error in
+            guard case CacheError.configuration = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertThrowsError(try Arena(budgetBytes: 1 << 62, blockSize: 4 << 20)) { error in
+            guard case CacheError.system(syscall: "mmap", _, ENOMEM) = error else { return XCTFail("\(error)") }
+        }
     }
 
-    private func anonHugeBytes() throws -> Int {
-        let rollup = try String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8)
-        guard let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("AnonHugePages:") }),
-            let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
-        else { throw CocoaError(.fileReadCorruptFile) }
-        return kib * 1024
-    }
+    private func anonHugeBytes() throws -> Int { try kibibytes("AnonHugePages:", in: "/proc/self/smaps_rollup") * 1024 }
 
-    private func residentBytes() throws -> Int {
-        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+    private func residentBytes() throws -> Int { try kibibytes("VmRSS:", in: "/proc/self/status") * 1024 }
+
+    /// The number on a `KEY:   N kB` line of a /proc file.
+    private func kibibytes(_ key: String, in file: String) throws -> Int {
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key) }),
             let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
         else { throw CocoaError(.fileReadCorruptFile) }
-        return kib * 1024
+        return kib
     }
 }

@@ -172,15 +172,15 @@ def open_fds():
     reads /proc/self/fd, closed by the time it returns: left in, its number
     (the lowest free one, which the next descriptor received will take) would
     hide a leak of exactly that descriptor."""
-    return {fd for fd in os.listdir("/proc/self/fd") if _still_open(fd)}
+    return {fd for fd in os.listdir("/proc/self/fd") if _target(fd) is not None}
 
 
-def _still_open(fd):
+def _target(fd):
+    """What descriptor `fd` refers to (`socket:[N]`, a path), or None once closed."""
     try:
-        os.readlink(f"/proc/self/fd/{fd}")
-        return True
+        return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
-        return False
+        return None
 
 
 def assert_no_new_fds(before):
@@ -192,15 +192,10 @@ def assert_no_new_fds(before):
     taken, but the fake daemon's thread may accept that connection only after
     (seen in CI: one new descriptor, with nothing received left open). What
     the client receives are files, never sockets."""
-    left = {fd for fd in open_fds() - before if not _is_socket(fd)}
+    # A descriptor closed since open_fds listed it (no target) is not left open.
+    left = {fd for fd in open_fds() - before
+            if (target := _target(fd)) is not None and not target.startswith("socket:")}
     assert not left, f"descriptors left open: {sorted(left)}"
-
-
-def _is_socket(fd):
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-    except OSError:  # closed since open_fds listed it: not left open
-        return True
 
 
 def test_hello_limits_and_env_default_path(daemon, monkeypatch):
