@@ -120,7 +120,12 @@ fi
 venv=${PEERS_VENV:-$here/.venv}
 [ -x "$venv/bin/python" ] || { log "creating the venv $venv"; python3 -m venv "$venv"; }
 py=$venv/bin/python
-if ! "$py" -c 'import boto3, s3transfer, awscli, matplotlib, numpy, safetensors' 2>/dev/null; then
+# What the report needs, plus the Python peers that PEERS names: a machine without
+# a package index (a GPU node, say) runs PEERS="weightcache-pull rclone curl" with
+# PEERS_VENV pointing at a Python that already has numpy, safetensors and matplotlib.
+light='matplotlib, numpy, safetensors'
+if has aws || has boto3; then light="boto3, s3transfer, awscli, $light"; fi
+if ! "$py" -c "import $light" 2>/dev/null; then
   log "installing the light peers into $venv (requirements.txt)"
   "$py" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt" >&2
 fi
