@@ -15,8 +15,11 @@ import Logging
 /// Requests are spread over a few curl engines, each a thread of its own
 /// receiving its transfers' bodies, writing them and hashing them (a pull's
 /// block checks run on the receiving thread, while the bytes are in cache).
-/// One thread capped a pull at what one core can receive, copy and hash;
-/// one engine per 4 parts in flight, at most one per core, lifts that.
+/// One thread capped a pull at what one core can receive, copy and hash.
+/// One engine per 2 parts in flight, at most one per core: on a 16-core GPU
+/// node, 8 parts in flight over 4 engines pulled 3132 MiB/s (buffered writes)
+/// against 2498 over 2 (one per 4 parts), 0.82 and 0.65 of curl's ceiling
+/// (docs/performance.md, "On a GPU node"). A 2-core node keeps its 2.
 public final class S3Client: Sendable {
     public let settings: S3Settings
     let urls: S3URLBuilder
@@ -27,7 +30,7 @@ public final class S3Client: Sendable {
     public init(settings: S3Settings, logger: Logger) throws(ObjectStoreError) {
         self.settings = settings
         self.urls = try S3URLBuilder(settings: settings)
-        let count = max(1, min(ProcessInfo.processInfo.activeProcessorCount, settings.concurrency / 4))
+        let count = max(1, min(ProcessInfo.processInfo.activeProcessorCount, settings.concurrency / 2))
         let connections = max(4, settings.concurrency * 2 / count)
         self.engines = (0..<count).map { _ in CurlEngine(maxConnections: connections) }
         self.logger = logger
