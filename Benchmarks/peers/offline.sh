@@ -31,7 +31,7 @@ pack)
   mkdir -p "$dir"
   weed=$(command -v weed || true)
   # pyenv's shim is a script: ask pyenv for the binary behind it.
-  if [ -n "$weed" ] && ! file -L "$weed" | grep -q ELF; then weed=$(pyenv which weed 2>/dev/null || true); fi
+  if [ -n "$weed" ] && [ "$(head -c 4 "$weed" | tail -c 3)" != ELF ]; then weed=$(pyenv which weed 2>/dev/null || true); fi
   [ -n "$weed" ] || { echo "weed not found: bash scripts/s3-server.sh install" >&2; exit 1; }
   command -v rclone >/dev/null || { echo "rclone not found: apt-get install rclone" >&2; exit 1; }
   tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
