@@ -115,7 +115,7 @@ extension Node {
                 pending.remove(reference)
                 self.counters.withLock { $0.bytesPulled += report.downloaded }
                 logger.info(
-                    "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), from RAM \(report.donated), in \(ContinuousClock.now - started)")
+                    "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), from RAM \(report.donated), in \(ContinuousClock.now - started); receiving waited \(report.waitedForDisk) for the disk")
                 return report
             } catch {
                 if Task.isCancelled {

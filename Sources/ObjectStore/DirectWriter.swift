@@ -125,6 +125,9 @@ public final class DirectWriter: @unchecked Sendable {
         var count: Int
     }
     private let buffers = Mutex(Buffers())
+    /// Nanoseconds receivers spent in `submit` waiting for the disk (all of
+    /// them summed): what tells a disk-bound pull from a network-bound one.
+    private let diskWaitNanoseconds = Atomic<UInt64>(0)
 
     /// Opens `path` a second time with O_DIRECT, beside `buffered` (the
     /// caller's descriptor, which stays the caller's). Nil where the
@@ -210,7 +213,12 @@ public final class DirectWriter: @unchecked Sendable {
     public func submit(_ stream: Stream, _ buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: UInt64) {
         let failed = stream.state.withLock { $0.failure != nil }
         guard !failed, count > 0 else { return giveBack(buffer) }
-        credits.wait()
+        if credits.wait(timeout: .now()) == .timedOut {
+            // Every queued buffer is still waiting for the disk: the disk paces the download now.
+            let start = DispatchTime.now().uptimeNanoseconds
+            credits.wait()
+            diskWaitNanoseconds.add(DispatchTime.now().uptimeNanoseconds - start, ordering: .relaxed)
+        }
         stream.state.withLock { $0.queued += 1 }
         let worker = stream.worker
         worker.condition.lock()
@@ -277,6 +285,13 @@ public final class DirectWriter: @unchecked Sendable {
             state.fromMemory += fromMemory
             state.fromDisk += UInt64(range.count) - fromMemory
         }
+    }
+
+    /// How long receivers have waited in `submit` for a queued write to
+    /// finish (summed over the threads that submit): zero while the disk
+    /// keeps up with the download.
+    public var waitedForDisk: Duration {
+        .nanoseconds(Int64(clamping: diskWaitNanoseconds.load(ordering: .relaxed)))
     }
 
     /// Bytes `read` has taken from kept buffers and from disk so far.

@@ -49,6 +49,8 @@ struct BlobPuller: Sendable {
         var donated: UInt64 = 0
         /// True when the blob was already staged: nothing was fetched.
         var alreadyStaged: Bool
+        /// How long receiving waited for O_DIRECT writes to finish (see `DirectWriter.waitedForDisk`).
+        var waitedForDisk: Duration = .zero
     }
 
     /// `keeping`: the blobs of the model being pulled, which making room for
@@ -333,7 +335,8 @@ struct BlobPuller: Sendable {
         if bootID == nil { try partial.sync() }
         let whole = try hasher.finish()
         if let sources = writer?.readSources {
-            logger.debug("\(model) \(file.path): whole-file hash took \(sources.memory) bytes from memory, read \(sources.disk) back")
+            logger.debug(
+                "\(model) \(file.path): whole-file hash took \(sources.memory) bytes from memory, read \(sources.disk) back; receivers waited \(writer?.waitedForDisk ?? .zero) for the disk")
         }
         if let digest = file.xxh3_128, whole.description != digest {
             // Every block matched but the whole does not: the manifest contradicts itself.
@@ -351,7 +354,9 @@ struct BlobPuller: Sendable {
             syncDirectory(layout.blobs)
         }
         unlink(layout.blockMap(id))
-        return Outcome(digest: whole.description, downloaded: downloaded, resumed: resumed, donated: donated, alreadyStaged: false)
+        return Outcome(
+            digest: whole.description, downloaded: downloaded, resumed: resumed, donated: donated, alreadyStaged: false,
+            waitedForDisk: writer?.waitedForDisk ?? .zero)
     }
 
     /// A pool for direct writes whose limit is the transfer budget.

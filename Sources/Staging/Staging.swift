@@ -38,6 +38,10 @@ public struct Staging: Sendable {
         public var donated: UInt64 = 0
         /// Files that were already staged (or shared with another model).
         public var alreadyStaged: Int
+        /// How long receiving waited for O_DIRECT writes (`staging.writes:
+        /// direct`), summed over the receiving threads: well above zero, the
+        /// disk and not the store paced the pull.
+        public var waitedForDisk: Duration = .zero
     }
 
     /// Pulls every file of `model` into blobs/, then publishes its snapshot.
@@ -112,12 +116,14 @@ public struct Staging: Sendable {
             report.downloaded += outcome.downloaded
             report.resumed += outcome.resumed
             report.donated += outcome.donated
+            report.waitedForDisk += outcome.waitedForDisk
             if outcome.alreadyStaged { report.alreadyStaged += 1 }
         }
         for outcome in replaced {
             report.downloaded += outcome.downloaded
             report.resumed += outcome.resumed
             report.donated += outcome.donated
+            report.waitedForDisk += outcome.waitedForDisk
         }
         report.snapshot = try snapshots.write(model.reference, files: zip(files, outcomes).map { ($0.path, $1.digest) })
         return report

@@ -106,11 +106,15 @@ struct Pull: AsyncParsableCommand {
         // when sizing transfer.concurrency (docs/operations.md).
         let rate = report.downloaded > 0 && seconds > 0
             ? String(format: ", %.0f MiB/s from the store", Double(report.downloaded) / 1_048_576 / seconds) : ""
+        // Receivers blocked on O_DIRECT writes: the disk, not the store,
+        // set the pace for that long (docs/operations.md, "Network, CPU, descriptors").
+        let waited = report.waitedForDisk.seconds
+        let disk = waited >= 0.01 ? String(format: "; receiving waited %.2f s for the disk", waited) : ""
         FileHandle.standardError.write(Data((
             "pulled \(reference) (\(resolved.published ? "manifest" : "no manifest: hashed while downloading")): "
                 + "\(report.files) file(s), \(formatBytes(report.bytes)); downloaded \(report.downloaded) bytes, "
                 + "resumed \(report.resumed) bytes, \(report.alreadyStaged) file(s) already staged; "
-                + String(format: "%.2f s", seconds) + rate + "\n").utf8))
+                + String(format: "%.2f s", seconds) + rate + disk + "\n").utf8))
         print(report.snapshot)
     }
 }

@@ -128,6 +128,39 @@ final class DirectWriterTests: XCTestCase {
         XCTAssertEqual(writer.readSources.disk, UInt64(size + 1234 + chunk + 99))
     }
 
+    /// One buffer may wait for the disk: every submit after the first finds
+    /// the queue full until a write lands, and that wait is what the writer
+    /// reports. A writer given nothing has waited for nothing.
+    func testWaitsForTheDiskAreCounted() async throws {
+        let chunk = 1 << 20
+        let count = 16
+        let file = try makeFile(size: count * chunk)
+        defer { close(file.fd) }
+        guard let writer = DirectWriter(
+            path: file.path, buffered: file.fd, pool: DirectBuffers(limit: 0), bufferSize: chunk, maxQueued: 1, threads: 1)
+        else { throw XCTSkip("\(directory): this filesystem refuses O_DIRECT") }
+        defer { writer.close() }
+        XCTAssertEqual(writer.waitedForDisk, .zero)
+        let stream = writer.makeStream(observer: nil, progress: nil)
+        // Filled first (`take` never waits), then handed over back to back:
+        // no submit is slower than the write before it.
+        let buffers = (0..<count).map { piece in
+            let buffer = writer.take()
+            fill(buffer, count: chunk, from: UInt64(piece * chunk))
+            return buffer
+        }
+        for (piece, buffer) in buffers.enumerated() {
+            writer.submit(stream, buffer, count: chunk, at: UInt64(piece * chunk))
+        }
+        let (landed, failure) = await drained(writer, stream)
+        XCTAssertEqual(landed, UInt64(count * chunk))
+        XCTAssertNil(failure)
+        // 15 submits each waited for a 1 MiB O_DIRECT write to finish.
+        XCTAssertGreaterThan(writer.waitedForDisk, .zero)
+        let onDisk = try Data(contentsOf: URL(fileURLWithPath: file.path))
+        XCTAssertTrue(onDisk.enumerated().allSatisfy { $0.element == Self.pattern(UInt64($0.offset)) })
+    }
+
     /// Writes `pieces` (offsets, `chunk` bytes each) through one stream, in
     /// that order, with `bytes(offset)` as their content, and waits for them.
     func write(
