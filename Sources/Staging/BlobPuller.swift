@@ -334,9 +334,10 @@ struct BlobPuller: Sendable {
         // settle's job, after a marker that makes a reboot re-verify the blob.
         if bootID == nil { try partial.sync() }
         let whole = try hasher.finish()
+        let waitedForDisk = writer?.waitedForDisk ?? .zero
         if let sources = writer?.readSources {
             logger.debug(
-                "\(model) \(file.path): whole-file hash took \(sources.memory) bytes from memory, read \(sources.disk) back; receivers waited \(writer?.waitedForDisk ?? .zero) for the disk")
+                "\(model) \(file.path): whole-file hash took \(sources.memory) bytes from memory, read \(sources.disk) back; receivers waited \(waitedForDisk) for the disk")
         }
         if let digest = file.xxh3_128, whole.description != digest {
             // Every block matched but the whole does not: the manifest contradicts itself.
@@ -356,7 +357,7 @@ struct BlobPuller: Sendable {
         unlink(layout.blockMap(id))
         return Outcome(
             digest: whole.description, downloaded: downloaded, resumed: resumed, donated: donated, alreadyStaged: false,
-            waitedForDisk: writer?.waitedForDisk ?? .zero)
+            waitedForDisk: waitedForDisk)
     }
 
     /// A pool for direct writes whose limit is the transfer budget.

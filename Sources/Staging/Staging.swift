@@ -113,18 +113,10 @@ public struct Staging: Sendable {
         var report = PullReport(snapshot: "", files: files.count, bytes: 0, downloaded: 0, resumed: 0, alreadyStaged: 0)
         for (file, outcome) in zip(files, outcomes) {
             report.bytes += file.size
-            report.downloaded += outcome.downloaded
-            report.resumed += outcome.resumed
-            report.donated += outcome.donated
-            report.waitedForDisk += outcome.waitedForDisk
+            report.count(outcome)
             if outcome.alreadyStaged { report.alreadyStaged += 1 }
         }
-        for outcome in replaced {
-            report.downloaded += outcome.downloaded
-            report.resumed += outcome.resumed
-            report.donated += outcome.donated
-            report.waitedForDisk += outcome.waitedForDisk
-        }
+        for outcome in replaced { report.count(outcome) }
         report.snapshot = try snapshots.write(model.reference, files: zip(files, outcomes).map { ($0.path, $1.digest) })
         return report
     }
@@ -148,4 +140,15 @@ public protocol BlockDonor: Sendable {
     /// Copies block `block` of the blob named `digest` (xxh3-128) into
     /// `target` (exactly that block's length) if it is at hand; false if not.
     func copy(blob digest: String, block: Int, into target: UnsafeMutableRawBufferPointer) -> Bool
+}
+
+extension Staging.PullReport {
+    /// Adds what one file's pull fetched, resumed, took from RAM and waited
+    /// for: every outcome counts, the replaced ones too (their bytes were fetched).
+    fileprivate mutating func count(_ outcome: BlobPuller.Outcome) {
+        downloaded += outcome.downloaded
+        resumed += outcome.resumed
+        donated += outcome.donated
+        waitedForDisk += outcome.waitedForDisk
+    }
 }
