@@ -289,6 +289,7 @@ public final class BlockCache: @unchecked Sendable {
         for blocks in Self.runs(of: taken.map(\.block), maxRun: maxRun) {
             let run = taken[first..<first + blocks.count]
             first += blocks.count
+            for (block, slot) in run { arena.prepare(slot, length: blockLength(blob, block)) }
             let targets = run.map { UnsafeMutableRawBufferPointer(rebasing: arena.slot($0.slot)[0..<blockLength(blob, $0.block)]) }
             var fetched: Result<Void, CacheError> = .success(())
             do { try fetchRun(run.first!.block..<run.last!.block + 1, targets, prefetched) } catch { fetched = .failure(error) }
@@ -448,7 +449,8 @@ public final class BlockCache: @unchecked Sendable {
     /// Loads `key` into `slot`, which the caller has marked filling (lock not
     /// held), then publishes it ready, or frees the slot and reports a failure.
     private func fill(_ slot: Int, with key: BlockKey, of blob: BlobSource, prefetched: Bool) -> CacheError? {
-        finish(slot, with: key, of: blob, prefetched: prefetched, load(blob, block: key.block, into: arena.slot(slot)))
+        arena.prepare(slot, length: blockLength(blob, key.block))
+        return finish(slot, with: key, of: blob, prefetched: prefetched, load(blob, block: key.block, into: arena.slot(slot)))
     }
 
     /// Publishes a filling slot ready once its block is `loaded` (checked), or

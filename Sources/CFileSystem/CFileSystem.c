@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/mman.h>
 #include "CFileSystem.h"
 
 int wc_start_writeback(int fd, int64_t offset, int64_t count) {
@@ -7,3 +8,9 @@ int wc_start_writeback(int fd, int64_t offset, int64_t count) {
 }
 
 int wc_o_direct(void) { return O_DIRECT; }
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // linux/mman.h since 5.14; older C libraries lack the name
+#endif
+
+int wc_populate_write(void *address, size_t length) { return madvise(address, length, MADV_POPULATE_WRITE); }
