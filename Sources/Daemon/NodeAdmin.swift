@@ -236,5 +236,7 @@ struct RequestCounts: Codable, Sendable {
 }
 
 extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    /// The duration in seconds, for stats, logs and the CLI's reports (which
+    /// import this module rather than keep a copy).
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

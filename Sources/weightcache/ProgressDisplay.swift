@@ -78,9 +78,6 @@ func formatBytes(_ bytes: UInt64) -> String {
     return unit == 0 ? "\(bytes) B" : String(format: "%.2f %@", value, units[unit])
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
 
 extension String {
     func leftPadded(_ width: Int) -> String {
