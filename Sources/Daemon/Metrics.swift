@@ -25,6 +25,13 @@ final class DaemonMetrics: @unchecked Sendable {
         ("weightcache_connections_rejected_total", "Socket connections refused at the connection limit.", { Int64($0.connections.rejected) }),
     ]
 
+    /// Counters of seconds (fractional, so not in `counters`).
+    static let secondsCounters: [(name: String, help: String, value: @Sendable (StatsReport) -> Double)] = [
+        ("weightcache_nvme_pull_disk_wait_seconds_total",
+         "Seconds the daemon's finished pulls waited for the disk (receivers blocked on queued O_DIRECT writes, summed over them).",
+         { $0.nvme.pullDiskWaitSeconds }),
+    ]
+
     static let gauges: [(name: String, help: String, value: @Sendable (StatsReport) -> Double)] = [
         ("weightcache_ram_budget_bytes", "Size of the RAM tier's arena.", { Double($0.ram.budgetBytes) }),
         ("weightcache_ram_used_bytes", "Bytes of blocks resident in RAM.", { Double($0.ram.usedBytes) }),
@@ -46,6 +53,7 @@ final class DaemonMetrics: @unchecked Sendable {
     let registry: PrometheusCollectorRegistry
     private let lock = NSLock()
     private var last: [String: Int64] = [:]
+    private var lastSeconds: [String: Double] = [:]
 
     init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
@@ -56,6 +64,13 @@ final class DaemonMetrics: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         for counter in Self.counters { advance(registry.makeCounter(name: counter.name, help: counter.help), key: counter.name, to: counter.value(report)) }
+        for counter in Self.secondsCounters {
+            let value = counter.value(report)
+            let delta = value - (lastSeconds[counter.name] ?? 0)
+            let made = registry.makeCounter(name: counter.name, help: counter.help)  // listed from the first scrape, at 0
+            if delta > 0 { made.increment(by: delta) }
+            lastSeconds[counter.name] = max(value, lastSeconds[counter.name] ?? 0)
+        }
         for gauge in Self.gauges { registry.makeGauge(name: gauge.name, help: gauge.help).set(to: gauge.value(report)) }
         for (operation, count) in report.requests.byOperation {
             let counter = registry.makeCounter(name: Self.requests, labels: [("operation", operation)], help: "Requests, by operation.")

@@ -56,6 +56,9 @@ struct ResolvedModel: Sendable {
 struct NodeCounters: Sendable {
     /// Bytes the node's pulls fetched from the store.
     var bytesPulled: UInt64 = 0
+    /// How long the node's pulls waited for the disk: receiving threads
+    /// blocked on a full queue of O_DIRECT writes (`PullReport.waitedForDisk`).
+    var pullDiskWait: Duration = .zero
     /// When a client last named each model (resolve, stat, read, open), to
     /// about a second: connections remember their last read's target that long.
     var lastUse: [ModelReference: Date] = [:]

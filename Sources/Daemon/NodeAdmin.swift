@@ -147,7 +147,7 @@ extension Node {
                 directory: staging.layout.root, budgetBytes: staging.budget.budgetBytes,
                 usedBytes: usage.blobBytes + usage.partialBytes, blobs: usage.blobs, pulling: activePulls,
                 lockedBytes: pageLocks.total, lockBytes: pageLocks.limit, bytesFromStore: counted.bytesPulled,
-                evictions: staging.evictedBlobs),
+                pullDiskWaitSeconds: counted.pullDiskWait.seconds, evictions: staging.evictedBlobs),
             models: models,
             connections: connections, requests: requests)
         return report
@@ -180,6 +180,9 @@ struct StatsReport: Codable {
         var lockBytes: UInt64
         /// Bytes the node's pulls fetched from the store.
         var bytesFromStore: UInt64
+        /// Seconds the node's finished pulls spent waiting for the disk,
+        /// summed over their receiving threads (see `PullReport.waitedForDisk`).
+        var pullDiskWaitSeconds: Double
         /// Blobs evicted from staging since start.
         var evictions: Int
     }

@@ -113,7 +113,10 @@ extension Node {
                 let report = try await staging.pull(
                     resolved, from: repository, progress: progress, slots: slots, donor: RAMTierDonor(cache: cache))
                 pending.remove(reference)
-                self.counters.withLock { $0.bytesPulled += report.downloaded }
+                self.counters.withLock {
+                    $0.bytesPulled += report.downloaded
+                    $0.pullDiskWait += report.waitedForDisk
+                }
                 logger.info(
                     "pulled \(reference): \(report.files) file(s), \(report.bytes) bytes; downloaded \(report.downloaded), resumed \(report.resumed), from RAM \(report.donated), in \(ContinuousClock.now - started); receiving waited \(report.waitedForDisk) for the disk")
                 return report

@@ -402,6 +402,7 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(value("weightcache_ready"), 1, text)
         XCTAssertGreaterThan(value("weightcache_ram_used_bytes") ?? 0, 0, text)
         XCTAssertGreaterThan(value("weightcache_nvme_bytes_pulled_total") ?? 0, 0, text)
+        XCTAssertGreaterThanOrEqual(value("weightcache_nvme_pull_disk_wait_seconds_total") ?? -1, 0, text)
         XCTAssertEqual(value("weightcache_requests_total{operation=\"read\"}"), 1, text)
         XCTAssertEqual(value("weightcache_request_errors_total{code=\"not-found\"}"), 1, text)
         XCTAssertTrue(text.contains("weightcache_s3_request_duration_seconds_bucket{operation=\"GetObject\""), text)
@@ -536,7 +537,8 @@ final class DaemonTests: XCTestCase {
             "bytesFromNVMe", "bytesFromStore",
         ])
         XCTAssertEqual(Set((stats["nvme"] as! [String: Any]).keys), [
-            "directory", "budgetBytes", "usedBytes", "blobs", "pulling", "lockedBytes", "lockBytes", "bytesFromStore", "evictions",
+            "directory", "budgetBytes", "usedBytes", "blobs", "pulling", "lockedBytes", "lockBytes", "bytesFromStore",
+            "pullDiskWaitSeconds", "evictions",
         ])
         let model = try XCTUnwrap((stats["models"] as? [[String: Any]])?.first)
         XCTAssertTrue(Set(model.keys).isSuperset(of: ["model", "files", "bytes", "nvmeBytes", "ramBytes", "pinned"]))
