@@ -25,31 +25,56 @@ public struct Configuration: Sendable, Equatable {
         public var budgetBytes: UInt64 = 200 << 30
         /// Free space always left on the staging filesystem.
         public var minFreeBytes: UInt64 = 10 << 30
-        /// When a pulled blob's bytes must be on disk: "immediate" (fsync
-        /// before it is published) or "deferred" (published once verified in
-        /// the page cache, fsynced in the background; a blob not yet synced
-        /// when the machine went down is re-verified before it is served).
-        public var durability = "deferred"
-        /// How pulled bytes are written: "direct" (O_DIRECT from a few
-        /// reused buffers, on writer threads: no page-cache copy, no new
-        /// memory touched; through the page cache where the filesystem
-        /// refuses O_DIRECT) or "buffered" (pwrite into the page cache).
-        public var writes = "direct"
+        public var durability = Durability.deferred
+        public var writes = Writes.direct
+    }
+
+    /// When a pulled blob's bytes must be on disk.
+    public enum Durability: String, Sendable, Equatable, CaseIterable {
+        /// Published once verified in the page cache, fsynced in the
+        /// background; a blob not yet synced when the machine went down is
+        /// re-verified before it is served.
+        case deferred
+        /// fsync before it is published.
+        case immediate
+    }
+
+    /// How pulled bytes are written.
+    public enum Writes: String, Sendable, Equatable, CaseIterable {
+        /// O_DIRECT from a few reused buffers, on writer threads: no
+        /// page-cache copy, no new memory touched; through the page cache
+        /// where the filesystem refuses O_DIRECT.
+        case direct
+        /// pwrite into the page cache.
+        case buffered
     }
 
     public struct RAMCache: Sendable, Equatable {
         public var budgetBytes: UInt64 = 8 << 30
         public var blockSize: UInt64 = 4 << 20
-        /// Eviction policy: "lru" or "s3-fifo" (scan-resistant).
-        public var policy = "s3-fifo"
+        public var policy = EvictionPolicy.s3fifo
         /// Most blocks read ahead of a sequential reader; 0 turns read-ahead off.
         public var readAheadBlocks = 32
         /// Most bytes of pinned models' staged files the daemon maps and
         /// locks in memory (mlock) for clients that mmap them; 0: none.
         public var lockBytes: UInt64 = 0
-        /// The arena's pages: "small" (4 KiB pages only) or "huge"
-        /// (transparent huge pages where the kernel allows).
-        public var pages = "small"
+        public var pages = Pages.small
+    }
+
+    /// Which block the RAM tier evicts (BlockCache's `PolicyKind`; each
+    /// case here maps to one there, so a new policy is a case in both).
+    public enum EvictionPolicy: String, Sendable, Equatable, CaseIterable {
+        case lru
+        /// Scan-resistant: a block read once leaves before one read twice.
+        case s3fifo = "s3-fifo"
+    }
+
+    /// The RAM tier arena's pages.
+    public enum Pages: String, Sendable, Equatable, CaseIterable {
+        /// Transparent huge pages where the kernel allows.
+        case huge
+        /// 4 KiB pages only.
+        case small
     }
 
     public enum Addressing: String, Sendable, Equatable, CaseIterable {

@@ -40,16 +40,16 @@ extension Configuration {
                 "directory": \(quote(staging.directory)),
                 "budgetBytes": "\(ByteSize.format(staging.budgetBytes))",
                 "minFreeBytes": "\(ByteSize.format(staging.minFreeBytes))",
-                "durability": \(quote(staging.durability)),
-                "writes": \(quote(staging.writes))
+                "durability": "\(staging.durability.rawValue)",
+                "writes": "\(staging.writes.rawValue)"
               },
               "ramCache": {
                 "budgetBytes": "\(ByteSize.format(ramCache.budgetBytes))",
                 "blockSize": "\(ByteSize.format(ramCache.blockSize))",
-                "policy": \(quote(ramCache.policy)),
+                "policy": "\(ramCache.policy.rawValue)",
                 "readAheadBlocks": \(ramCache.readAheadBlocks),
                 "lockBytes": "\(ByteSize.format(ramCache.lockBytes))",
-                "pages": \(quote(ramCache.pages))
+                "pages": "\(ramCache.pages.rawValue)"
               },
               "s3": {
                 "endpoint": \(quote(s3.endpoint)),

@@ -161,12 +161,16 @@ extension Setting {
         }
     }
 
-    static func addressing(_ key: String) -> Setting {
+    /// One of a few names, each a case of `Choice` (listed in a bad value's
+    /// message in declaration order).
+    static func choice<Choice: RawRepresentable & CaseIterable>(
+        _ key: String, _ path: WritableKeyPath<Configuration, Choice>
+    ) -> Setting where Choice.RawValue == String {
         Setting(key: key, aliases: [], secret: false) { (config, value) throws(Failure) in
-            guard let style = Configuration.Addressing(rawValue: try text(value)) else {
-                throw Failure(reason: "expected one of: " + Configuration.Addressing.allCases.map(\.rawValue).joined(separator: ", "))
+            guard let choice = Choice(rawValue: try text(value)) else {
+                throw Failure(reason: "expected one of: " + Choice.allCases.map(\.rawValue).joined(separator: ", "))
             }
-            config.s3.addressing = style
+            config[keyPath: path] = choice
         }
     }
 
@@ -216,21 +220,17 @@ extension Setting {
         .string("staging.directory", \.staging.directory),
         .bytes("staging.budgetBytes", \.staging.budgetBytes, min: 1 << 20),
         .bytes("staging.minFreeBytes", \.staging.minFreeBytes),
-        .string("staging.durability", \.staging.durability) {
-            ["deferred", "immediate"].contains($0) ? nil : "expected one of: deferred, immediate"
-        },
-        .string("staging.writes", \.staging.writes) {
-            ["direct", "buffered"].contains($0) ? nil : "expected one of: direct, buffered"
-        },
+        .choice("staging.durability", \.staging.durability),
+        .choice("staging.writes", \.staging.writes),
         .bytes("ramCache.budgetBytes", \.ramCache.budgetBytes, min: 1 << 20),
         .bytes("ramCache.blockSize", \.ramCache.blockSize, min: 64 << 10, max: 64 << 20, powerOfTwo: true),
-        .string("ramCache.policy", \.ramCache.policy) { ["lru", "s3-fifo"].contains($0) ? nil : "expected one of: lru, s3-fifo" },
+        .choice("ramCache.policy", \.ramCache.policy),
         .integer("ramCache.readAheadBlocks", \.ramCache.readAheadBlocks, 0...256),
         .bytes("ramCache.lockBytes", \.ramCache.lockBytes),
-        .string("ramCache.pages", \.ramCache.pages) { ["huge", "small"].contains($0) ? nil : "expected one of: huge, small" },
+        .choice("ramCache.pages", \.ramCache.pages),
         .optional("s3.endpoint", \.s3.endpoint, aliases: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"], check: endpointProblem),
         .string("s3.region", \.s3.region, aliases: ["AWS_DEFAULT_REGION", "AWS_REGION"]),
-        .addressing("s3.addressing"),
+        .choice("s3.addressing", \.s3.addressing),
         .optional("s3.accessKeyId", \.s3.accessKeyID, aliases: ["AWS_ACCESS_KEY_ID"]),
         .optional("s3.secretAccessKey", \.s3.secretAccessKey, aliases: ["AWS_SECRET_ACCESS_KEY"], secret: true),
         .optional("s3.sessionToken", \.s3.sessionToken, aliases: ["AWS_SESSION_TOKEN"], secret: true),

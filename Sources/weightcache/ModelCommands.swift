@@ -22,8 +22,13 @@ extension Wiring {
                 partSize: config.transfer.partSize, concurrency: config.transfer.concurrency,
                 maxBytesPerSecond: config.transfer.maxBytesPerSecond),
             budget: StagingBudget(budgetBytes: config.staging.budgetBytes, minFreeBytes: config.staging.minFreeBytes),
-            durability: Durability(rawValue: config.staging.durability) ?? .deferred,
-            directWrites: config.staging.writes == "direct",
+            durability: {
+                switch config.staging.durability {
+                case .deferred: .deferred
+                case .immediate: .immediate
+                }
+            }(),
+            directWrites: config.staging.writes == .direct,
             logger: logger)
     }
 }
@@ -89,7 +94,7 @@ struct Pull: AsyncParsableCommand {
 
     func run() async throws {
         var config = try global.load()
-        if sync { config.staging.durability = Durability.immediate.rawValue }
+        if sync { config.staging.durability = .immediate }
         let wiring = Wiring(config: config, logger: try global.logger("weightcache.pull"))
         let reference = try ModelReference(parsing: model)
         let repository = try wiring.repository()

@@ -42,13 +42,15 @@ struct Serve: AsyncParsableCommand {
         let check = try staging.check(logger: logger, scope: .quick)
         logger.info(
             "staging \(config.staging.directory): \(check.blobsVerified) blob(s) hashed, \(check.blobsTrusted) trusted by their digests, \(check.settled.synced) synced, \(check.quarantined.count) quarantined, \(check.removed.count) leftover(s) removed, \(check.resumable) partial(s) to resume")
-        guard let policy = PolicyKind(rawValue: config.ramCache.policy) else {
-            throw CommandError("ramCache.policy: unknown policy \(config.ramCache.policy)")
-        }
+        let policy: PolicyKind =
+            switch config.ramCache.policy {
+            case .lru: .lru
+            case .s3fifo: .s3fifo
+            }
         let quarantineLogger = logger
         let cache = try BlockCache(
             budgetBytes: config.ramCache.budgetBytes, blockSize: Int(config.ramCache.blockSize), policy: policy,
-            readAheadBlocks: config.ramCache.readAheadBlocks, hugePages: config.ramCache.pages == "huge",
+            readAheadBlocks: config.ramCache.readAheadBlocks, hugePages: config.ramCache.pages == .huge,
             // Half the store connections for read-ahead, leaving the rest to
             // the reads themselves; one part's worth of blocks per request.
             remoteReadAhead: RemoteReadAhead(
@@ -91,8 +93,8 @@ struct Serve: AsyncParsableCommand {
 
     /// What the arena's pages will be, for the start-up log: `huge` only
     /// asks, and the kernel's transparent huge page mode decides.
-    static func pages(_ setting: String) -> String {
-        guard setting == "huge" else { return "4 KiB pages (ramCache.pages: small)" }
+    static func pages(_ setting: Configuration.Pages) -> String {
+        guard setting == .huge else { return "4 KiB pages (ramCache.pages: small)" }
         let thp = BlockCache.transparentHugePages()
         guard let mode = thp.mode else { return "huge pages asked for (ramCache.pages: huge); no transparent huge pages here, so 4 KiB pages" }
         return "huge pages asked for (ramCache.pages: huge); transparent_hugepage/enabled is \(mode)"

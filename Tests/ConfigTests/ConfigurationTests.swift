@@ -121,12 +121,36 @@ final class ConfigurationTests: XCTestCase {
             mentioning: ["--set", "huge"])
     }
 
+    /// Keys that name one of a few choices parse into their enums from the
+    /// file, the environment and flags alike, and refuse any other name with
+    /// the list of the right ones.
+    func testChoicesAreTypedAndUnknownNamesRefused() throws {
+        let defaults = try loader().load(file: nil)
+        XCTAssertEqual(defaults.staging.durability, .deferred)
+        XCTAssertEqual(defaults.staging.writes, .direct)
+        XCTAssertEqual(defaults.ramCache.policy, .s3fifo)
+        XCTAssertEqual(defaults.s3.addressing, .path)
+        let path = try write(#"{"staging": {"durability": "immediate"}, "ramCache": {"policy": "lru"}}"#)
+        let set = try loader(["WEIGHTCACHE_STAGING_WRITES": "buffered"]).load(
+            file: path, flags: [("s3.addressing", "virtual-host")])
+        XCTAssertEqual(set.staging.durability, .immediate)
+        XCTAssertEqual(set.ramCache.policy, .lru)
+        XCTAssertEqual(set.staging.writes, .buffered)
+        XCTAssertEqual(set.s3.addressing, .virtualHost)
+        for (key, right) in [
+            ("staging.durability", "deferred, immediate"), ("staging.writes", "direct, buffered"),
+            ("ramCache.policy", "lru, s3-fifo"), ("s3.addressing", "path, virtual-host"),
+        ] {
+            expectError({ _ = try loader().load(file: nil, flags: [(key, "S3-FIFO")]) }, key: key, mentioning: ["S3-FIFO", right])
+        }
+    }
+
     /// The RAM arena's pages: small by default, huge on request, nothing else.
     func testRAMCachePages() throws {
-        XCTAssertEqual(try loader().load(file: nil).ramCache.pages, "small")
-        XCTAssertEqual(try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "huge"]).load(file: nil).ramCache.pages, "huge")
+        XCTAssertEqual(try loader().load(file: nil).ramCache.pages, .small)
+        XCTAssertEqual(try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "huge"]).load(file: nil).ramCache.pages, .huge)
         let path = try write(#"{"ramCache": {"pages": "huge"}}"#)
-        XCTAssertEqual(try loader().load(file: path).ramCache.pages, "huge")
+        XCTAssertEqual(try loader().load(file: path).ramCache.pages, .huge)
         expectError(
             { _ = try loader(["WEIGHTCACHE_RAM_CACHE_PAGES": "2MiB"]).load(file: nil) }, key: "ramCache.pages",
             mentioning: ["WEIGHTCACHE_RAM_CACHE_PAGES", "huge, small"])
