@@ -105,7 +105,9 @@ let package = Package(
         .testTarget(name: "ConfigTests", dependencies: ["Config"]),
         .testTarget(name: "IntegrityTests", dependencies: ["Integrity"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Compression"]),
-        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "Integrity"]),
+        // Test helpers more than one test target uses.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "BlockCacheTests", dependencies: ["BlockCache", "Integrity", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(
             name: "ObjectStoreTests",
@@ -115,6 +117,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "BlockCache", "ObjectStore", "Integrity", "Config", "Models", "Staging", "UnixSocket", "WeightCacheClient", "Wire",
+                "TestSupport",
             ]),
     ]
 )

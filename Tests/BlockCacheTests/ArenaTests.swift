@@ -1,5 +1,6 @@
 import CFileSystem
 import Foundation
+import TestSupport
 import XCTest
 
 @testable import BlockCache
@@ -49,23 +50,15 @@ final class ArenaTests: XCTestCase {
         let arena = try Arena(budgetBytes: UInt64(2 * blockSize), blockSize: blockSize)
         let probe = arena.slot(1).baseAddress!
         try XCTSkipIf(wc_populate_write(probe, page) != 0 && errno == EINVAL, "no MADV_POPULATE_WRITE in this kernel")
-        XCTAssertEqual(try residentPages(arena.slot(0)), 0, "a new slot is backed before any fill")
+        XCTAssertEqual(try Residency.pages(of: arena.slot(0)), 0, "a new slot is backed before any fill")
 
         arena.prepare(0, length: page + 1)
-        XCTAssertEqual(try residentPages(arena.slot(0)), 2, "a block of a page and a byte: its two pages")
+        XCTAssertEqual(try Residency.pages(of: arena.slot(0)), 2, "a block of a page and a byte: its two pages")
         arena.prepare(0, length: 3 << 20)
-        XCTAssertEqual(try residentPages(arena.slot(0)), (3 << 20) / page)
+        XCTAssertEqual(try Residency.pages(of: arena.slot(0)), (3 << 20) / page)
         arena.prepare(0, length: 1)  // shorter than what is backed: nothing to do, nothing taken back
-        XCTAssertEqual(try residentPages(arena.slot(0)), (3 << 20) / page)
+        XCTAssertEqual(try Residency.pages(of: arena.slot(0)), (3 << 20) / page)
         XCTAssertTrue(UnsafeRawBufferPointer(arena.slot(0))[0..<(3 << 20)].allSatisfy { $0 == 0 })
-    }
-
-    /// Pages of `memory` resident now (mincore).
-    private func residentPages(_ memory: UnsafeMutableRawBufferPointer) throws -> Int {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        var vector = [UInt8](repeating: 0, count: memory.count / page)
-        guard mincore(memory.baseAddress!, memory.count, &vector) == 0 else { throw POSIXError(.init(rawValue: errno)!) }
-        return vector.filter { $0 & 1 == 1 }.count
     }
 
     /// Where the kernel has transparent huge pages for madvised memory, a

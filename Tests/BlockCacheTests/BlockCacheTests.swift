@@ -1,5 +1,6 @@
 import Foundation
 import Integrity
+import TestSupport
 import XCTest
 
 @testable import BlockCache
@@ -119,20 +120,6 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertFalse(cache.isResident(blob: "rotten", block: 3))
     }
 
-    /// Fraction of `path`'s pages in the page cache (mincore).
-    func residentFraction(_ path: String) throws -> Double {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw POSIXError(.ENOENT) }
-        defer { close(fd) }
-        let size = Int(lseek(fd, 0, SEEK_END))
-        guard let address = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), address != MAP_FAILED else { throw POSIXError(.ENOMEM) }
-        defer { munmap(address, size) }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        var vector = [UInt8](repeating: 0, count: (size + page - 1) / page)
-        XCTAssertEqual(mincore(address, size, &vector), 0)
-        return Double(vector.filter { $0 & 1 != 0 }.count) / Double(vector.count)
-    }
-
     /// Blocks of a staged blob go from the disk straight into the arena with
     /// O_DIRECT: the page cache does not hold the same bytes a second time.
     /// The exact bytes either way, an unaligned tail included; a file that
@@ -144,12 +131,12 @@ final class BlockCacheTests: XCTestCase {
         XCTAssertEqual(fsync(fd), 0)
         XCTAssertEqual(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0)
         close(fd)
-        guard try residentFraction(source.path!) < 0.05 else { throw XCTSkip("the page cache kept the file after DONTNEED") }
+        guard try Residency.fraction(ofFile: source.path!) < 0.05 else { throw XCTSkip("the page cache kept the file after DONTNEED") }
 
         let cache = try BlockCache(budgetBytes: UInt64(16 * blockSize), blockSize: blockSize, policy: .lru, readAheadBlocks: 0)
         XCTAssertEqual(try cache.read(source, range: 0..<source.size), bytes)
         XCTAssertEqual(cache.statistics.misses, 9)
-        let resident = try residentFraction(source.path!)
+        let resident = try Residency.fraction(ofFile: source.path!)
         XCTAssertLessThan(resident, 0.05, "the blob went through the page cache (\(resident) resident)")
 
         // Cut short behind the cache's back: the last blocks are missing, not served.

@@ -6,6 +6,7 @@ import Logging
 import Models
 import ObjectStore
 import Staging
+import TestSupport
 import XCTest
 
 final class StagingTests: XCTestCase {
@@ -112,20 +113,6 @@ final class StagingTests: XCTestCase {
         }
     }
 
-    /// Fraction of `path`'s pages in the page cache (mincore).
-    func residentFraction(_ path: String) throws -> Double {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw POSIXError(.ENOENT) }
-        defer { close(fd) }
-        let size = Int(lseek(fd, 0, SEEK_END))
-        guard let address = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), address != MAP_FAILED else { throw POSIXError(.ENOMEM) }
-        defer { munmap(address, size) }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        var vector = [UInt8](repeating: 0, count: (size + page - 1) / page)
-        XCTAssertEqual(mincore(address, size, &vector), 0)
-        return Double(vector.filter { $0 & 1 != 0 }.count) / Double(vector.count)
-    }
-
     /// staging.writes=direct (the default): the pull's bytes go to disk with
     /// O_DIRECT and leave the page cache to readers; "buffered" fills it.
     /// The same bytes either way, checked by the pull and compared here.
@@ -146,7 +133,7 @@ final class StagingTests: XCTestCase {
                 directWrites: direct, logger: logger)
             let report = try await staging.pull(resolved, from: repository)
             let staged = report.snapshot + "/" + shard.path
-            fractions[direct] = try residentFraction(staged)
+            fractions[direct] = try Residency.fraction(ofFile: staged)
             XCTAssertEqual(try Digest128.ofFile(atPath: staged), try Digest128.ofFile(atPath: model + "/" + shard.path))
         }
         XCTAssertLessThan(fractions[true]!, 0.05, "direct writes left the shard in the page cache")
