@@ -289,8 +289,8 @@ public final class BlockCache: @unchecked Sendable {
         for blocks in Self.runs(of: taken.map(\.block), maxRun: maxRun) {
             let run = taken[first..<first + blocks.count]
             first += blocks.count
-            for (block, slot) in run { arena.prepare(slot, length: blockLength(blob, block)) }
             let targets = run.map { UnsafeMutableRawBufferPointer(rebasing: arena.slot($0.slot)[0..<blockLength(blob, $0.block)]) }
+            for ((_, slot), target) in zip(run, targets) { arena.prepare(slot, length: target.count) }
             var fetched: Result<Void, CacheError> = .success(())
             do { try fetchRun(run.first!.block..<run.last!.block + 1, targets, prefetched) } catch { fetched = .failure(error) }
             for ((block, slot), target) in zip(run, targets) {

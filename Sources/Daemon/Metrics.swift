@@ -65,11 +65,8 @@ final class DaemonMetrics: @unchecked Sendable {
         defer { lock.unlock() }
         for counter in Self.counters { advance(registry.makeCounter(name: counter.name, help: counter.help), key: counter.name, to: counter.value(report)) }
         for counter in Self.secondsCounters {
-            let value = counter.value(report)
-            let delta = value - (lastSeconds[counter.name] ?? 0)
             let made = registry.makeCounter(name: counter.name, help: counter.help)  // listed from the first scrape, at 0
-            if delta > 0 { made.increment(by: delta) }
-            lastSeconds[counter.name] = max(value, lastSeconds[counter.name] ?? 0)
+            Self.advance(to: counter.value(report), key: counter.name, last: &lastSeconds) { made.increment(by: $0) }
         }
         for gauge in Self.gauges { registry.makeGauge(name: gauge.name, help: gauge.help).set(to: gauge.value(report)) }
         for (operation, count) in report.requests.byOperation {
@@ -83,9 +80,17 @@ final class DaemonMetrics: @unchecked Sendable {
     }
 
     private func advance(_ counter: Counter, key: String, to value: Int64) {
-        let delta = value - (last[key] ?? 0)
-        if delta > 0 { counter.increment(by: delta) }
-        last[key] = max(value, last[key] ?? 0)
+        Self.advance(to: value, key: key, last: &last) { counter.increment(by: $0) }
+    }
+
+    /// Moves a counter on by what `value` gained since the last scrape
+    /// (`last[key]`), never back: whole counts and seconds alike.
+    private static func advance<Value: Comparable & AdditiveArithmetic>(
+        to value: Value, key: String, last: inout [String: Value], by increment: (Value) -> Void
+    ) {
+        let previous = last[key] ?? .zero
+        if value > previous { increment(value - previous) }
+        last[key] = max(value, previous)
     }
 
     /// The text exposition of every metric.
